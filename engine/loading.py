@@ -1,0 +1,227 @@
+"""Checkpoints: load and save HF-style model folders (config.json + safetensors + tokenizer.json).
+
+Owns: finding the weight files (single or sharded), refusing pickled weights, the two key spellings
+of Mllama checkpoints (transformers <= 4.51 and >= 4.52), shape checks with messages a user can act
+on, hub downloads (only from the id the user gave, never trust_remote_code), and saving (sharded to
+a size limit so the shipped model fits in the repository). It knows nothing of generation or threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from engine.config import ConfigError, ModelConfig
+from engine.model import Model, rope_inv_freq
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class LoadError(RuntimeError):
+    """A checkpoint cannot be loaded; the message is one sentence a user can act on."""
+
+
+# old spelling (transformers <= 4.51) and new (>= 4.52) -> ours
+_PREFIXES = [
+    ("model.vision_model.", "vision_model."),
+    ("model.language_model.", "language_model."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("language_model.model.", "language_model."),
+    ("language_model.lm_head.", "lm_head."),
+]
+
+
+def canonical_key(key: str) -> str:
+    for old, new in _PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def saved_key(key: str) -> str:
+    """Our name -> the transformers >= 4.52 spelling (what we write)."""
+    return key if key.startswith("lm_head.") else "model." + key
+
+
+def resolve(path: str | os.PathLike, local_only: bool = False, progress: Callable | None = None) -> Path:
+    """A local folder, or a hub id downloaded into the hub cache. Raises LoadError."""
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise LoadError(f"{p} is a file; point at the model folder that holds config.json.")
+        return p
+    s = str(path)
+    if not HUB_ID.match(s):
+        raise LoadError(f"Model folder {s} does not exist.")
+    if local_only:
+        raise LoadError(f"{s} is not a local folder and network use is switched off (local only).")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise LoadError("Downloading from the hub needs the huggingface_hub package.") from None
+    try:
+        # Only what we load: config, safetensors and tokenizer files. No code, no pickles.
+        folder = snapshot_download(
+            repo_id=s,
+            allow_patterns=["*.json", "*.safetensors", "tokenizer*"],
+            tqdm_class=progress,
+        )
+    except Exception as e:  # network errors come in many types
+        raise LoadError(f"Could not download {s} from the hub ({type(e).__name__}); check the id and network.") from None
+    return Path(folder)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    idx = folder / "model.safetensors.index.json"
+    if idx.exists():
+        try:
+            wm = json.loads(idx.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise LoadError(f"{idx.name} in {folder} is malformed (no weight_map).") from None
+        files = sorted({folder / f for f in wm.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise LoadError(f"{folder} is missing shard {missing[0]} named in {idx.name}.")
+        return files
+    single = folder / "model.safetensors"
+    if single.exists():
+        return [single]
+    st = sorted(folder.glob("*.safetensors"))
+    if st:
+        return st
+    pickled = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLED)
+    if pickled:
+        raise LoadError(
+            f"{folder} holds only pickled weights ({pickled[0]}); they can run code when opened, so they are "
+            "refused. Convert them to safetensors."
+        )
+    raise LoadError(f"{folder} has no model.safetensors weights.")
+
+
+def read_state(files: list[Path], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix in PICKLED:
+            raise LoadError(f"{f.name} is a pickled weight file; it is refused (it could run code). Use safetensors.")
+        if f.stat().st_size < 8:
+            raise LoadError(f"{f.name} is empty or truncated.")
+        try:
+            with safe_open(str(f), framework="pt", device=str(device)) as sf:
+                for k in sf.keys():
+                    state[canonical_key(k)] = sf.get_tensor(k)
+        except LoadError:
+            raise
+        except Exception as e:
+            raise LoadError(f"{f.name} is not a readable safetensors file (truncated or corrupt: {e}).") from None
+    return state
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    mode: str | None = None,
+    local_only: bool = False,
+    progress: Callable | None = None,
+    video: dict | None = None,
+) -> Model:
+    """Load a checkpoint folder or hub id. Returns a Model in eval mode with `.tokenizer` (or None).
+
+    dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock".
+    video: overrides of VideoConfig fields (e.g. {"feature_taps": "layer_output"}).
+    """
+    folder = resolve(path, local_only=local_only, progress=progress)
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise LoadError(f"{folder} has no config.json; it is not a model folder.")
+    try:
+        cfg = ModelConfig.from_file(cfg_path, mode=mode)
+        if video:
+            cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, **video))
+    except (ConfigError, TypeError) as e:
+        raise LoadError(str(e)) from None
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    state = read_state(weight_files(folder), device="cpu" if device.type != "cuda" else device)
+    with torch.device("meta"):
+        model = Model(cfg)
+    check_state(model, state)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    model.inv_freq = rope_inv_freq(cfg.text)  # non-persistent buffer: still on meta
+    model.to(device)
+    model.eval()
+    model.tokenizer = _load_tokenizer(folder)
+    model.source = str(path)
+    return model
+
+
+def check_state(model: Model, state: dict[str, torch.Tensor]) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise LoadError(f"The checkpoint lacks weight {missing[0]}{more}; it does not match config.json.")
+    for k, shape in expected.items():
+        got = tuple(state[k].shape)
+        if got != shape:
+            raise LoadError(f"Weight {k} has shape {list(got)} but config.json needs {list(shape)}.")
+    extra = [k for k in state if k not in expected]
+    for k in extra:  # tolerated (e.g. rotary buffers of older exports), but removed
+        del state[k]
+    model.ignored_keys = extra
+
+
+def _load_tokenizer(folder: Path):
+    if not (folder / "tokenizer.json").exists():
+        return None
+    from engine.tokenizer import Tokenizer
+
+    return Tokenizer.from_folder(folder)
+
+
+def save_model(model: Model, folder: str | os.PathLike, tokenizer=None, max_shard_mb: float = 15.0) -> Path:
+    """Write config.json, safetensors (sharded above max_shard_mb) and tokenizer.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(model.cfg.to_hf_dict(), indent=2) + "\n")
+    state = {saved_key(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    limit = int(max_shard_mb * 2**20)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k in sorted(state):
+        n = state[k].numel() * state[k].element_size()
+        if shards[-1] and size + n > limit:
+            shards.append({})
+            size = 0
+        shards[-1][k] = state[k]
+        size += n
+    for old in list(folder.glob("model*.safetensors")) + [folder / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        wm = {}
+        for i, sh in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(sh, str(folder / name), metadata={"format": "pt"})
+            wm.update({k: name for k in sh})
+        total = sum(v.numel() * v.element_size() for v in state.values())
+        idx = {"metadata": {"total_size": total}, "weight_map": wm}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(idx, indent=2) + "\n")
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tok is not None:
+        tok.save(folder / "tokenizer.json")
+    return folder
