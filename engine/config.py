@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,11 +205,11 @@ class ModelConfig:
         if self.video.pool_stride > 1 and v.grid % self.video.pool_stride:
             raise ConfigError(f"the {v.grid}x{v.grid} patch grid does not divide by pool stride.")
         if v.vision_output_dim != v.hidden_size * (1 + len(v.intermediate_layers)):
-            raise ConfigError("vision_output_dim must equal hidden_size x (1 + number of intermediate layers).")
+            raise ConfigError(
+                "vision_output_dim must equal hidden_size x (1 + number of intermediate layers)."
+            )
         if any(not 0 <= i < v.num_layers for i in v.intermediate_layers):
             raise ConfigError("an intermediate layer index is outside the vision encoder.")
-        if self.video.feature_taps == "layer_input" and 0 in v.intermediate_layers:
-            pass  # the input of layer 0 is the embedding output: fine
         if t.hidden_size % t.num_heads or t.num_heads % t.num_kv_heads:
             raise ConfigError("text hidden_size must divide by heads, and heads by KV heads.")
         if any(not 0 <= i < t.num_layers for i in t.cross_attention_layers):
@@ -291,7 +290,9 @@ def _text_from_hf(t: dict[str, Any]) -> TextConfig:
         rms_norm_eps=float(t.get("rms_norm_eps", base.rms_norm_eps)),
         rope_theta=theta,
         rope_scaling=scaling_t,
-        cross_attention_layers=tuple(int(i) for i in t.get("cross_attention_layers", base.cross_attention_layers)),
+        cross_attention_layers=tuple(
+            int(i) for i in t.get("cross_attention_layers", base.cross_attention_layers)
+        ),
         max_position_embeddings=int(t.get("max_position_embeddings", base.max_position_embeddings)),
     )
 
@@ -321,7 +322,7 @@ def _video_from_hf(d: dict[str, Any], mode: str | None, image_token_id: int) -> 
 
 
 # ---- named presets --------------------------------------------------------------------------------
-def tiny(mode: str = "moss", **text_overrides) -> ModelConfig:
+def tiny(mode: str = "moss", image_token_id: int | None = None, **text_overrides) -> ModelConfig:
     """A tiny random config for tests (runs in milliseconds on a CPU)."""
     vision = VisionConfig(
         hidden_size=32,
@@ -350,7 +351,8 @@ def tiny(mode: str = "moss", **text_overrides) -> ModelConfig:
     )
     tkw.update(text_overrides)
     text = TextConfig(**tkw)
-    video = dataclasses.replace(MOSS if mode == "moss" else STOCK, image_token_id=text.vocab_size)
+    img = text.vocab_size if image_token_id is None else image_token_id
+    video = dataclasses.replace(MOSS if mode == "moss" else STOCK, image_token_id=img)
     return ModelConfig(vision=vision, text=text, video=video)
 
 
@@ -370,7 +372,3 @@ def flops_per_token(cfg: ModelConfig) -> float:
     attn = d * (t.num_heads * hd) * 2 + d * (t.num_kv_heads * hd) * 2
     mlp = 3 * d * t.intermediate_size
     return 2.0 * (t.num_layers * (attn + mlp) + d * t.vocab_size)
-
-
-def _is_pow2(n: int) -> bool:
-    return n > 0 and math.log2(n).is_integer()

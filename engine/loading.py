@@ -76,7 +76,9 @@ def resolve(path: str | os.PathLike, local_only: bool = False, progress: Callabl
             tqdm_class=progress,
         )
     except Exception as e:  # network errors come in many types
-        raise LoadError(f"Could not download {s} from the hub ({type(e).__name__}); check the id and network.") from None
+        raise LoadError(
+            f"Could not download {s} from the hub ({type(e).__name__}); check the id and network."
+        ) from None
     return Path(folder)
 
 
@@ -111,7 +113,9 @@ def read_state(files: list[Path], device: str | torch.device = "cpu") -> dict[st
     state: dict[str, torch.Tensor] = {}
     for f in files:
         if f.suffix in PICKLED:
-            raise LoadError(f"{f.name} is a pickled weight file; it is refused (it could run code). Use safetensors.")
+            raise LoadError(
+                f"{f.name} is a pickled weight file; it is refused (it could run code). Use safetensors."
+            )
         if f.stat().st_size < 8:
             raise LoadError(f"{f.name} is empty or truncated.")
         try:
@@ -121,7 +125,9 @@ def read_state(files: list[Path], device: str | torch.device = "cpu") -> dict[st
         except LoadError:
             raise
         except Exception as e:
-            raise LoadError(f"{f.name} is not a readable safetensors file (truncated or corrupt: {e}).") from None
+            raise LoadError(
+                f"{f.name} is not a readable safetensors file (truncated or corrupt: {e})."
+            ) from None
     return state
 
 

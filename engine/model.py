@@ -87,7 +87,9 @@ class VisionAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, N, _ = x.shape
-        q, k, v = (p(x).view(B, N, self.h, self.d).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            p(x).view(B, N, self.h, self.d).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, d)
         return self.o_proj(o.transpose(1, 2).reshape(B, N, -1))
 
@@ -154,7 +156,9 @@ class VisionTower(nn.Module):
         self.c = c
         self.full_attention = full_attention
         self.taps_are_inputs = taps_are_inputs
-        self.patch_embedding = nn.Conv2d(c.num_channels, c.hidden_size, c.patch_size, c.patch_size, bias=False)
+        self.patch_embedding = nn.Conv2d(
+            c.num_channels, c.hidden_size, c.patch_size, c.patch_size, bias=False
+        )
         self.class_embedding = nn.Parameter(c.hidden_size**-0.5 * torch.randn(c.hidden_size))
         self.gated_positional_embedding = GatedPositionalEmbedding(c)
         self.pre_tile_positional_embedding = TileEmbedding(c, 1)
@@ -265,7 +269,9 @@ class CrossAttention(nn.Module):
     def project_kv(self, states: torch.Tensor):
         """states (F, N, C) -> raw keys and values (F, N, KV, D): computed ONCE per frame."""
         F_, N, _ = states.shape
-        return self.k_proj(states).view(F_, N, self.kv, self.d), self.v_proj(states).view(F_, N, self.kv, self.d)
+        return self.k_proj(states).view(F_, N, self.kv, self.d), self.v_proj(states).view(
+            F_, N, self.kv, self.d
+        )
 
     def forward(self, x, k, v, mask, cos=None, sin=None):
         """x (B, T, C); k, v (B, KV, S, D) final keys/values; mask (B, 1, T, S) bool or None."""
@@ -333,7 +339,9 @@ class Model(nn.Module):
         self.cfg = cfg
         v = cfg.video
         self.vision_model = VisionTower(
-            cfg.vision, full_attention=v.vision_full_attention, taps_are_inputs=v.feature_taps == "layer_input"
+            cfg.vision,
+            full_attention=v.vision_full_attention,
+            taps_are_inputs=v.feature_taps == "layer_input",
         )
         self.multi_modal_projector = nn.Linear(cfg.vision.vision_output_dim, cfg.text.hidden_size)
         self.language_model = TextModel(cfg.text)
@@ -467,7 +475,9 @@ class Model(nn.Module):
             for b in range(B):
                 p = is_img[b].nonzero().flatten()
                 if len(p) != frames_per_sample[b]:
-                    raise ValueError(f"sample {b} has {len(p)} image tokens for {frames_per_sample[b]} frames")
+                    raise ValueError(
+                        f"sample {b} has {len(p)} image tokens for {frames_per_sample[b]} frames"
+                    )
                 image_pos[b, : len(p)] = p
             xkv = self.frame_memory(pixel_values, frames_per_sample, image_pos)
             N = self.tokens_per_frame

@@ -137,7 +137,9 @@ def test_layer_input_taps_equal_transformers_shifted(tmp_path):
     pixels, ids = torch.randn(2, 3, 28, 28), stream_ids(2)
     with torch.no_grad():
         torch.testing.assert_close(m.logits(ids, pixels), hf_logits(hf, ids, pixels), atol=1e-4, rtol=1e-4)
-    m2 = Model(dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, feature_taps="layer_input"))).eval()
+    m2 = Model(
+        dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, feature_taps="layer_input"))
+    ).eval()
     m2.load_state_dict(ours.state_dict())
     with torch.no_grad():
         # the two semantics really differ on the same indices

@@ -1,0 +1,313 @@
+"""Generation: prefill, decode-one-token, sampling and the real-time stream protocol.
+
+`StreamDecoder` is the single-threaded heart of the generation channel. It owns the text stream,
+the self-attention cache and the commit side of the visual memory, and speaks the protocol
+(ARCHITECTURE 1.4): one `<|image|>` per frame, `<|silence|>` or speech after each frame, barge-in
+closes the assistant turn with `<|eot_id|>` even mid-word. The runtime's generation thread drives it;
+the evaluation harness drives it with a simulated clock. It knows nothing of threads, sources or Qt.
+
+Text context bound: when the stream would pass `max_context` tokens it is compacted: the stream
+prefix (system prompt, empty user turn, assistant header) is kept, then the current question turn,
+then the most recent tokens from a frame boundary; the kept frames are re-positioned exactly
+(their raw keys are re-rotated at their new `<|image|>` positions) and the rest re-prefilled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from engine import events as E
+from engine import protocol as P
+from engine.memory import KVCache, VisualMemory
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0  # over the current speech segment
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    system_prompt: str = P.REALTIME_SYSTEM_PROMPT
+    memory_frames: int = 64  # visual memory capacity in frames
+    keep_first: int = 0  # frames kept at the start of the memory when it slides
+    max_context: int = 4096  # text tokens; the published model saw streams of at most 4096
+    max_segment_tokens: int = 96  # force a silence after this many speech tokens in one segment
+    sampling: Sampling = Sampling()
+
+
+class StreamDecoder:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: StreamConfig = StreamConfig(),
+        clock: Callable[[], float] | None = None,
+    ):
+        self.model, self.tok, self.cfg = model, tokenizer, config
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.clock = clock or _Clock()
+        if tokenizer.image_id != model.cfg.video.image_token_id:
+            raise ValueError(
+                f"tokenizer's <|image|> id {tokenizer.image_id} differs from the model's {model.cfg.video.image_token_id}"
+            )
+        self.cache = KVCache(model.cfg, config.max_context + 64, self.dtype, self.device)
+        self.memory = VisualMemory(
+            model.cfg, config.memory_frames, self.dtype, self.device, keep_first=config.keep_first
+        )
+        self.ban = self._banned_tokens()
+        self.gen = torch.Generator(device="cpu").manual_seed(config.sampling.seed)
+        self.prefix_ids = tokenizer.encode_parts(P.stream_prefix_parts(config.system_prompt))
+        if len(self.prefix_ids) > config.max_context // 2:
+            raise ValueError("the system prompt takes more than half of the context; shorten it")
+        self.reset()
+
+    # ---- state -----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.cache.reset()
+        self.memory.reset()
+        self.ids: list[int] = []  # every token in the cache, in order
+        self.frame_at: dict[int, int] = {}  # text position -> internal memory frame number
+        self.pending: list[int] = []  # appended to the stream, not yet run through the model
+        self.pending_frames: list[tuple[int, object, object]] = []  # (index in pending, k, v)
+        self.logits: torch.Tensor | None = None
+        self.waiting = False  # the model chose silence; nothing to decode until a frame or question
+        self.turn = 0
+        self.question_span: tuple[int, int] | None = None  # [start, end) of the current question turn
+        self.segment_id = -1
+        self.seg_tokens: list[int] = []  # tokens of the speech segment in progress
+        self.seg_text = ""
+        self.turn_segments: list[tuple[int, str]] = []  # (segment id, text) spoken under this turn
+        self.frames_seen = 0
+        self.tokens_decoded = 0
+        self.compactions = 0
+        self.pending += self.prefix_ids
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self.seg_tokens)
+
+    @property
+    def length(self) -> int:
+        return len(self.ids) + len(self.pending)
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def add_frame(self, k: torch.Tensor, v: torch.Tensor, source_t: float = 0.0) -> list[E.Event]:
+        """A perceived frame (raw K/V (Lx, N, KV, D)) enters the stream as one <|image|> token."""
+        out: list[E.Event] = []
+        if self.waiting:
+            self.pending.append(self.tok.silence_id)  # the silence the model chose precedes the frame
+            self.waiting = False
+        self.pending_frames.append((len(self.pending), k, v))
+        self.pending.append(self.tok.image_id)
+        idx = self.frames_seen
+        self.frames_seen += 1
+        out.append(E.FrameSeen(self.clock(), idx, source_t, text_pos=self.length - 1))
+        return out
+
+    def ask(self, question: str) -> list[E.Event]:
+        """Barge-in: close the assistant turn (even mid-word), add the user turn, open a new one."""
+        t = self.clock()
+        out: list[E.Event] = []
+        if self.speaking:
+            out.append(self._end_segment(t, interrupted=True))
+        if self.waiting:
+            self.pending.append(self.tok.silence_id)
+            self.waiting = False
+        out.append(E.TurnEnd(t, self.turn, interrupted=bool(out)))
+        q = self.tok.encode_parts(P.question_parts(question))
+        start = self.length + 1  # after the closing <|eot_id|> of the assistant turn
+        self.pending += q
+        self.question_span = (start, self.length)
+        self.turn += 1
+        self.turn_segments = []
+        out.append(E.TurnStart(t, self.turn, question))
+        return out
+
+    # ---- decoding --------------------------------------------------------------------------------
+    def step(self) -> list[E.Event]:
+        """Decode one token if the model has something to decide; [] when it is waiting."""
+        if self.waiting:
+            if self.pending:  # e.g. the stream prefix: prefill it while idle
+                self._flush()
+            return []
+        self._flush()
+        tok = self._sample()
+        t = self.clock()
+        out: list[E.Event] = []
+        self.tokens_decoded += 1
+        if tok == self.tok.silence_id or len(self.seg_tokens) >= self.cfg.max_segment_tokens:
+            if self.speaking:
+                out.append(self._end_segment(t, interrupted=False))
+            out.append(E.Silence(t, self.turn, self.frames_seen - 1))
+            self.waiting = True  # the <|silence|> token is appended lazily, before the next frame/question
+            self.logits = None
+            return out
+        if not self.speaking:
+            self.segment_id += 1
+            prev = self.turn_segments[-1] if self.turn_segments else None
+            out.append(E.SpeechStart(t, self.turn, self.segment_id, revises=prev[0] if prev else None))
+            if prev is not None:
+                out.append(E.Revision(t, self.turn, self.segment_id, prev[0], prev[1]))
+        self.seg_tokens.append(tok)
+        text = self.tok.decode(self.seg_tokens)
+        if text.endswith("\ufffd"):  # a multi-byte character split across tokens: wait for the rest
+            piece = ""
+        else:
+            piece, self.seg_text = text[len(self.seg_text) :], text
+        out.append(E.Token(t, self.turn, self.segment_id, piece))
+        self.pending.append(tok)
+        return out
+
+    def _end_segment(self, t: float, interrupted: bool) -> E.Event:
+        text = self.tok.decode(self.seg_tokens)
+        self.turn_segments.append((self.segment_id, text))
+        self.seg_tokens, self.seg_text = [], ""
+        return E.SpeechEnd(t, self.turn, self.segment_id, text, interrupted=interrupted)
+
+    def _sample(self) -> int:
+        logits = self.logits.float() + self.ban
+        s = self.cfg.sampling
+        if s.repetition_penalty != 1.0 and self.seg_tokens:
+            idx = torch.tensor(sorted(set(self.seg_tokens)), device=logits.device)
+            vals = logits[idx]
+            logits[idx] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
+        if s.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / s.temperature, -1).cpu()
+        if s.top_p < 1.0:
+            sp, si = probs.sort(descending=True)
+            keep = sp.cumsum(0) - sp < s.top_p
+            probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+        return int(torch.multinomial(probs, 1, generator=self.gen))
+
+    def _banned_tokens(self) -> torch.Tensor:
+        V = self.model.cfg.text.vocab_size
+        ban = torch.zeros(V, device=self.device)
+        names = [
+            P.BOS,
+            P.EOT,
+            P.START_HEADER,
+            P.END_HEADER,
+            P.VIDEO,
+            P.IMAGE,
+            P.PAD,
+            P.ELLIPSIS,
+            "<|end_of_text|>",
+        ]
+        for n in names:
+            try:
+                i = self.tok.id(n)
+            except (KeyError, ValueError):
+                continue
+            if i is not None and 0 <= i < V:
+                ban[i] = float("-inf")
+        return ban
+
+    # ---- the model -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _flush(self) -> None:
+        """Run pending tokens through the model (prefill of a chunk, or decode of one token)."""
+        if not self.pending:
+            return
+        if self.length > self.cfg.max_context:
+            self._compact()
+        start = len(self.ids)
+        chunk = self.pending
+        frames = self.pending_frames
+        self.pending, self.pending_frames = [], []
+        for i, k, v in frames:
+            pos = start + i
+            self.frame_at[pos] = self.memory.committed
+            if isinstance(k, int):  # a staging slot index (runtime path)
+                self.memory.commit_staged(self.model, k, pos)
+            else:
+                self.memory.commit(self.model, k, v, pos)
+        self.logits = self._forward(chunk, start)
+        self.ids += chunk
+
+    def _forward(self, chunk: list[int], start: int) -> torch.Tensor:
+        m, dev = self.model, self.device
+        T = len(chunk)
+        ids = torch.tensor([chunk], device=dev)
+        pos = torch.arange(start, start + T, device=dev)[None]
+        vis = self.memory.visible
+        xkv = self.memory.views() if vis else None
+        xmask = None
+        row = torch.ones(1, T, 1, dtype=self.dtype, device=dev)
+        if vis:
+            slot_pos = self.memory.slot_pos[:vis].to(dev)  # (vis,)
+            see = slot_pos[None, :] <= pos[0][:, None]  # (T, vis): frames at or before each token
+            has = see.any(1)
+            if not bool(has.all()) or (T > 1 and not bool(see.all())):
+                row = has.to(self.dtype)[None, :, None]
+                see = see | ~has[:, None]  # rows that see nothing: any keys (output dropped by row)
+                xmask = see.repeat_interleave(self.memory.N, dim=1)[None, None]  # (1, 1, T, vis*N)
+        else:
+            row = torch.zeros(1, T, 1, dtype=self.dtype, device=dev)
+        h = m.forward_text(ids, pos, xkv, xmask, row, row, cache=self.cache.layers(), start=start)
+        self.cache.length = start + T
+        return m.lm_head(h[0, -1])
+
+    def _compact(self) -> None:
+        """Bound the text context: keep prefix + current question + recent tail; re-position frames."""
+        ids = self.ids + self.pending
+        P0 = len(self.prefix_ids)
+        budget = self.cfg.max_context // 2
+        q = self.question_span
+        qids = ids[q[0] : q[1]] if q is not None else []
+        tail_start = max(P0, len(ids) - budget + len(qids) + 1)
+        # start the tail at a frame boundary so it reads like the protocol
+        while tail_start < len(ids) and ids[tail_start] != self.tok.image_id:
+            tail_start += 1
+        if q is not None and q[0] >= tail_start - 1:
+            qids = []  # the question is already in the tail
+        new = list(self.prefix_ids) + ([self.tok.eot_id] + qids if qids else []) + ids[tail_start:]
+        # kept frames: those whose <|image|> is in the kept tail (committed or pending)
+        shift = len(new) - (len(ids) - tail_start)
+        keep = {}
+        for pos, f in self.frame_at.items():
+            if pos >= tail_start:
+                keep[f] = pos - tail_start + shift
+        self.memory.reposition(self.model, keep)
+        self.frame_at = {p: j for j, (p, _f) in enumerate(sorted((p, f) for f, p in keep.items()))}
+        n_committed = len(self.ids)
+        pend_rel = [(i + n_committed - tail_start + shift, k, v) for i, k, v in self.pending_frames]
+        pend_rel = [f for f in pend_rel if f[0] >= shift]
+        self.question_span = (
+            (P0 + 1, P0 + 1 + len(qids))
+            if qids
+            else (
+                (q[0] - tail_start + shift, q[1] - tail_start + shift)
+                if q is not None and q[0] >= tail_start
+                else None
+            )
+        )
+        self.ids = []
+        self.cache.reset()
+        self.pending = new
+        # pending frames now index into the new pending list
+        self.pending_frames = pend_rel
+        self.compactions += 1
+
+
+class _Clock:
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def perceive(model, pixels: torch.Tensor):
+    """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work."""
+    with torch.inference_mode():
+        return model.project_memory(model.encode_frames(pixels))

@@ -1,0 +1,174 @@
+"""Preallocated caches: the self-attention KV cache and the visual (cross-attention) memory.
+
+Visual memory layout, per cross-attention layer: keys and values (1, KV, C*N, D) at the number of KV
+heads (not repeated, trap 3), C frame slots of N tokens, contiguous, so attention reads the visible
+prefix `[:, :, :visible*N]` as a view: no copy, no mask (traps 1, 2, 4).
+
+Who writes what:
+- the perception thread writes a frame's raw K/V into a *staging* slot (`stage`), never into the
+  visible slots, so it can never race with attention reads;
+- the generation thread `commit`s a staged frame when it inserts the frame's `<|image|>` token at text
+  position p: MOSS keys get RoPE(p) then k_norm (microseconds), stock keys are copied as they are.
+
+Bound: when all C slots are full the oldest frame's slot is reused (sliding window), except the first
+`keep_first` frames which stay (the opening of the scene). Raw keys are kept per slot (MOSS) so kept
+frames can be re-positioned exactly when the text context is compacted. It knows nothing of tokens,
+threads or sampling.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.config import ModelConfig
+
+
+class KVCache:
+    """Self-attention cache: per self-attention layer k, v (B, KV, S, D), preallocated."""
+
+    def __init__(self, cfg: ModelConfig, max_len: int, dtype, device, batch: int = 1):
+        t = cfg.text
+        n_self = t.num_layers - len(t.cross_attention_layers)
+        self.k = torch.zeros(n_self, batch, t.num_kv_heads, max_len, t.head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.max_len = max_len
+        self.length = 0  # tokens written = next text position
+
+    def layers(self):
+        return [(self.k[i], self.v[i]) for i in range(self.k.shape[0])]
+
+    def reset(self):
+        self.length = 0
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+
+class VisualMemory:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        capacity: int,
+        dtype,
+        device,
+        staging: int = 8,
+        keep_first: int = 0,
+    ):
+        if capacity < 1:
+            raise ValueError("visual memory capacity must be at least one frame")
+        if not 0 <= keep_first < capacity:
+            raise ValueError("keep_first must be smaller than the capacity")
+        t = cfg.text
+        self.cfg = cfg
+        self.C, self.N = capacity, cfg.tokens_per_frame
+        self.L = len(t.cross_attention_layers)
+        kv, d = t.num_kv_heads, t.head_dim
+        self.k = torch.zeros(self.L, 1, kv, self.C * self.N, d, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.rope = cfg.video.xattn_rope
+        # raw (un-rotated) keys per slot, to re-position frames exactly (MOSS only)
+        self.k_raw = (
+            torch.zeros(self.C, self.L, self.N, kv, d, dtype=dtype, device=device) if self.rope else None
+        )
+        self.stage_k = torch.zeros(staging, self.L, self.N, kv, d, dtype=dtype, device=device)
+        self.stage_v = torch.zeros_like(self.stage_k)
+        self.stage_events: list = [None] * staging  # CUDA events recorded by perception per staging slot
+        self.keep_first = keep_first
+        self.slot_pos = torch.full((self.C,), -1, dtype=torch.long)  # text position of each slot's frame
+        self.slot_frame = [-1] * self.C  # frame number held by each slot
+        self.committed = 0  # frames committed so far (also the next frame number)
+        self.evicted = 0
+
+    # ---- sizes -----------------------------------------------------------------------------------
+    @property
+    def visible(self) -> int:
+        return min(self.committed, self.C)
+
+    @property
+    def nbytes(self) -> int:
+        n = (
+            2 * self.k.numel()
+            + 2 * self.stage_k.numel()
+            + (self.k_raw.numel() if self.k_raw is not None else 0)
+        )
+        return n * self.k.element_size()
+
+    def views(self):
+        """Per layer (k, v) each (1, KV, visible*N, D): views, no copy."""
+        n = self.visible * self.N
+        return [(self.k[i, :, :, :n], self.v[i, :, :, :n]) for i in range(self.L)]
+
+    def slot_for(self, frame: int) -> int:
+        if frame < self.C:
+            return frame
+        k = self.keep_first
+        return k + (frame - k) % (self.C - k)
+
+    # ---- perception side -------------------------------------------------------------------------
+    def stage(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write one frame's raw K/V (Lx, N, KV, D) into staging slot i (perception thread)."""
+        self.stage_k[i].copy_(k, non_blocking=True)
+        self.stage_v[i].copy_(v, non_blocking=True)
+        if self.stage_k.is_cuda:
+            ev = torch.cuda.Event()
+            ev.record()
+            self.stage_events[i] = ev
+
+    # ---- generation side -------------------------------------------------------------------------
+    def commit(self, model, k: torch.Tensor, v: torch.Tensor, text_pos: int) -> int:
+        """Make a frame visible at `text_pos` (its <|image|> position). k, v (Lx, N, KV, D). Returns its slot."""
+        frame = self.committed
+        s = self.slot_for(frame)
+        if self.slot_frame[s] >= 0:
+            self.evicted += 1
+        self._write(model, s, k, v, text_pos)
+        self.slot_frame[s] = frame
+        self.committed += 1
+        return s
+
+    def commit_staged(self, model, i: int, text_pos: int) -> int:
+        ev = self.stage_events[i]
+        if ev is not None:  # perception ran on its own stream: order after it without a host sync
+            torch.cuda.current_stream().wait_event(ev)
+        return self.commit(model, self.stage_k[i], self.stage_v[i], text_pos)
+
+    def _write(self, model, s: int, k, v, text_pos: int) -> None:
+        N = self.N
+        if self.rope:
+            self.k_raw[s].copy_(k)
+            pos = torch.tensor([text_pos], device=k.device)
+            k = model.finalize_keys(k[None], pos)[0]
+        # (Lx, N, KV, D) -> (Lx, KV, N, D) into the slot's token range
+        self.k[:, 0, :, s * N : (s + 1) * N].copy_(k.transpose(1, 2))
+        self.v[:, 0, :, s * N : (s + 1) * N].copy_(v.transpose(1, 2))
+        self.slot_pos[s] = text_pos
+
+    def frames_by_position(self) -> list[tuple[int, int, int]]:
+        """(text_pos, frame, slot) of the visible frames, oldest first."""
+        return sorted((int(self.slot_pos[s]), self.slot_frame[s], s) for s in range(self.visible))
+
+    def reposition(self, model, keep: dict[int, int]) -> None:
+        """Keep only frames in `keep` (frame number -> new text position), compacted into slots 0..m-1.
+
+        Used when the text context is compacted: kept frames get their keys re-rotated exactly from the
+        raw keys (MOSS); dropped frames leave the memory.
+        """
+        olds = [(f, s) for (_, f, s) in self.frames_by_position() if f in keep]
+        raw_k = [(self.k_raw[s].clone() if self.rope else None) for _, s in olds]
+        # values and (stock) final keys, per slot: (Lx, N, KV, D)
+        N = self.N
+        vs = [self.v[:, 0, :, s * N : (s + 1) * N].transpose(1, 2).clone() for _, s in olds]
+        ks = [self.k[:, 0, :, s * N : (s + 1) * N].transpose(1, 2).clone() for _, s in olds]
+        self.slot_frame = [-1] * self.C
+        self.slot_pos.fill_(-1)
+        for j, (f, _) in enumerate(olds):
+            self._write(model, j, raw_k[j] if self.rope else ks[j], vs[j], keep[f])
+            self.slot_frame[j] = j  # internal frame numbers restart at the compacted block
+        self.committed = len(olds)
+
+    def reset(self) -> None:
+        self.committed = 0
+        self.evicted = 0
+        self.slot_frame = [-1] * self.C
+        self.slot_pos.fill_(-1)
