@@ -132,6 +132,20 @@ class StreamDecoder:
         out.append(E.TurnStart(t, self.turn, question))
         return out
 
+    def hush(self) -> list[E.Event]:
+        """Stop the answer in progress (the user pressed Esc); the model goes back to watching."""
+        if not self.speaking:
+            return []
+        t = self.clock()
+        ev = self._end_segment(t, interrupted=True)
+        self.waiting = True
+        self.logits = None
+        return [ev, E.Silence(t, self.turn, self.frames_seen - 1)]
+
+    def flush(self) -> None:
+        """Run what is pending through the model now (commits staged frames)."""
+        self._flush()
+
     # ---- decoding --------------------------------------------------------------------------------
     def step(self) -> list[E.Event]:
         """Decode one token if the model has something to decide; [] when it is waiting."""

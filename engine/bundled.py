@@ -1,0 +1,50 @@
+"""The embedded default model and demo video shipped in assets/.
+
+`load_default_model()` loads assets/model (our small model of the reference architecture, trained on
+procedurally generated videos). If it is not there (a checkout before the trained model landed), it
+builds a tiny *random* model of the same architecture so the app still runs end to end, and marks it
+`trained = False` so the app can say so plainly. It knows nothing of Qt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+MODEL_DIR = ASSETS / "model"
+DEMO_VIDEO = ASSETS / "demo.mp4"
+
+
+def bundled_model_available() -> bool:
+    return (MODEL_DIR / "config.json").exists()
+
+
+def load_default_model(device: str = "cpu", dtype=None):
+    """The bundled trained model, or an untrained random stand-in (model.trained is False)."""
+    from engine.loading import load_model
+
+    if bundled_model_available():
+        m = load_model(MODEL_DIR, device=device, dtype=dtype)
+        m.trained = True
+        return m
+    return random_model(device)
+
+
+def random_model(device: str = "cpu", seed: int = 0):
+    import tempfile
+
+    import torch
+
+    from engine import protocol as P
+    from engine.config import tiny
+    from engine.model import Model
+    from engine.tokenizer import train_tokenizer
+
+    words = "a the red green blue yellow circle square triangle star appears leaves there are objects one two three"
+    with tempfile.TemporaryDirectory() as d:
+        tok = train_tokenizer([words, P.REALTIME_SYSTEM_PROMPT] * 4, 400, Path(d) / "tokenizer.json")
+    torch.manual_seed(seed)
+    m = Model(tiny("moss", image_token_id=tok.image_id, vocab_size=tok.vocab_size)).eval().to(device)
+    m.tokenizer, m.trained, m.source = tok, False, "random (no trained model bundled)"
+    return m

@@ -1,0 +1,406 @@
+"""The runtime: a session with a source thread, a perception thread and a generation thread.
+
+    source --(LatestMailbox)--> perception --(SPSCRing of staging slots)--> generation --> events
+
+- The source thread reads frames (file, webcam, screen, synthetic), keeps the newest one for the live
+  view, and hands frames sampled at `fps` (by the source clock: monotonic for live sources, paced to
+  wall time for files in real-time mode) to perception through a latest-frame mailbox: it never
+  blocks; a frame replaced before perception took it is counted as dropped.
+- The perception thread encodes each frame ONCE (vision tower, projector, the cross-attention K/V
+  projections) into a staging slot of the visual memory and publishes it on a bounded SPSC ring.
+  A full ring drops the frame (counted). It never waits for generation.
+- The generation thread drives a `StreamDecoder`: between two decode steps it commits ready frames
+  (one `<|image|>` each), takes questions (barge-in), then decodes one token. When the model is
+  silent and nothing arrived it sleeps on a wakeup with a timeout: no busy-wait (trap 7).
+
+`start/ask/poll/events/stop` is the whole facade the GUI and the terminal use. `stop()` returns within
+a second and leaves no thread running. Events are also written to the transcript as they happen.
+It knows nothing of Qt.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import events as E
+from engine import protocol as P
+from engine.generation import Sampling, StreamConfig, StreamDecoder
+from engine.preprocess import batch_pixels
+from engine.queues import LatestMailbox, SPSCRing, Wakeup
+from engine.sources import FrameSource, SourceError, open_source
+
+STAGING = 8  # frames perceived but not yet committed (ring capacity = staging slots)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    fps: float = 1.0  # frames per second that enter the model (1 fps as in the published data)
+    memory_frames: int = 64  # visual memory capacity in frames (sliding window beyond it)
+    keep_first: int = 0  # frames kept at the start of the memory when it slides
+    system_prompt: str = P.REALTIME_SYSTEM_PROMPT
+    max_context: int = 4096  # text tokens before the stream is compacted
+    max_segment_tokens: int = 96  # longest single answer segment
+    realtime: bool = True  # pace video files by wall clock; False = as fast as perception takes them
+    temperature: float = 0.0
+    transcript_dir: Path | None = None  # write <dir>/<session_id>.jsonl as events happen
+    transcript_path: Path | None = None  # or exactly this file (wins over transcript_dir)
+    stats_every_s: float = 1.0
+    torch_threads: int | None = None  # CPU: intra-op threads per channel (None: half the cores)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    slot: int  # staging slot index in the visual memory
+    source_t: float
+    captured: float  # stream-clock time the frame was captured
+
+
+class Session:
+    def __init__(self, model, tokenizer=None, config: SessionConfig = SessionConfig()):
+        self.model = model
+        self.tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if self.tok is None:
+            raise ValueError("the model folder has no tokenizer.json; a tokenizer is required")
+        self.cfg = config
+        self.session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.transcript_path: Path | None = None
+        self._out: collections.deque[E.Event] = collections.deque()
+        self._inbox: collections.deque[tuple[str, str]] = collections.deque()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._paused = False
+        self._running = False
+        self._latest: np.ndarray | None = None
+        self._writer = None
+        self.decoder: StreamDecoder | None = None
+
+    # ---- facade ----------------------------------------------------------------------------------
+    def start(self, source: FrameSource | str) -> None:
+        if self._running:
+            raise RuntimeError("session already started")
+        self._t0 = time.monotonic()
+        self._stop.clear()
+        cfg = self.cfg
+        self.decoder = StreamDecoder(
+            self.model,
+            self.tok,
+            StreamConfig(
+                system_prompt=cfg.system_prompt,
+                memory_frames=cfg.memory_frames,
+                keep_first=cfg.keep_first,
+                max_context=cfg.max_context,
+                max_segment_tokens=cfg.max_segment_tokens,
+                sampling=Sampling(temperature=cfg.temperature),
+            ),
+            clock=self.clock,
+        )
+        self.frame_wake, self.gen_wake = Wakeup(), Wakeup()
+        self.mailbox: LatestMailbox = LatestMailbox(self.frame_wake)
+        self.ring: SPSCRing[_Ready] = SPSCRing(STAGING, self.gen_wake)
+        self._perceived = 0
+        self._perceive_times: collections.deque[float] = collections.deque(maxlen=32)
+        self._token_times: collections.deque[float] = collections.deque(maxlen=64)
+        self._source_done = False
+        self._perception_done = False
+        self._last_stats = 0.0
+        self._last_frame_captured = 0.0
+        if cfg.transcript_path is not None or cfg.transcript_dir is not None:
+            from engine.transcript import TranscriptWriter
+
+            path = cfg.transcript_path or Path(cfg.transcript_dir) / f"{self.session_id}.jsonl"
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.transcript_path = Path(path)
+            self._writer = TranscriptWriter(self.transcript_path)
+        spec = source if isinstance(source, str) else getattr(source, "name", type(source).__name__)
+        trained = bool(getattr(self.model, "trained", True))
+        self._emit(
+            E.SessionStart(0.0, self.session_id, str(spec), str(getattr(self.model, "source", "")), trained)
+        )
+        self._emit(E.TurnStart(0.0, 0, ""))
+        if next(self.model.parameters()).device.type == "cpu":
+            n = cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+            torch.set_num_threads(n)
+        self._running = True
+        self._threads = [
+            threading.Thread(
+                target=self._guard, args=(self._source_loop, source, "source"), name="moss-source"
+            ),
+            threading.Thread(
+                target=self._guard, args=(self._perception_loop, None, "perception"), name="moss-perception"
+            ),
+            threading.Thread(
+                target=self._guard, args=(self._generation_loop, None, "generation"), name="moss-generation"
+            ),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def ask(self, text: str) -> None:
+        """Queue a question (thread-safe, returns at once). Empty questions are ignored with an Error."""
+        if not isinstance(text, str) or not text.strip():
+            self._emit(E.Error(self.clock(), "The question is empty.", "input"))
+            return
+        limit = 4000  # characters: longer questions would crowd the 4096-token context out
+        if len(text) > limit:
+            self._emit(
+                E.Error(self.clock(), f"The question was cut to its first {limit} characters.", "input")
+            )
+            text = text[:limit]
+        self._inbox.append(("ask", text))
+        if self._running:
+            self.gen_wake.notify()
+
+    def stop_answer(self) -> None:
+        """Stop the answer being spoken (Esc); the model goes back to watching."""
+        self._inbox.append(("hush", ""))
+        if self._running:
+            self.gen_wake.notify()
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def running(self) -> bool:
+        return self._running and any(t.is_alive() for t in self._threads)
+
+    def poll(self) -> list[E.Event]:
+        out = []
+        while self._out:
+            out.append(self._out.popleft())
+        return out
+
+    def events(self, timeout: float | None = None) -> Iterator[E.Event]:
+        """Yield events until the session ends (or `timeout` seconds pass)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for ev in self.poll():
+                yield ev
+                if isinstance(ev, E.SessionEnd):
+                    return
+            if end is not None and time.monotonic() > end:
+                return
+            time.sleep(0.02)
+
+    def latest_frame(self) -> np.ndarray | None:
+        return self._latest
+
+    def stop(self, timeout: float = 1.0, reason: str = "stopped") -> None:
+        if not self._threads:
+            return
+        self._stop.set()
+        src = getattr(self, "_source", None)
+        if src is not None and hasattr(src, "interrupt"):
+            src.interrupt()
+        self.frame_wake.notify()
+        self.gen_wake.notify()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        self._finish(reason)
+
+    def clock(self) -> float:
+        return time.monotonic() - self._t0
+
+    # ---- threads ---------------------------------------------------------------------------------
+    def _guard(self, fn, arg, where: str) -> None:
+        """Run a thread body; an exception becomes an Error event and ends the session cleanly."""
+        try:
+            fn(arg) if arg is not None else fn()
+        except SourceError as e:
+            self._emit(E.Error(self.clock(), str(e), "source", fatal=False))
+            self._source_done = True
+            self.gen_wake.notify()
+        except Exception as e:  # noqa: BLE001 - a programming error: keep the traceback in the message
+            import traceback
+
+            traceback.print_exc()
+            msg = (
+                "Out of memory: lower the memory capacity or use a smaller dtype."
+                if _is_oom(e)
+                else f"{type(e).__name__}: {e}"
+            )
+            self._emit(E.Error(self.clock(), msg, where, fatal=True))
+            self._stop.set()
+            self.frame_wake.notify()
+            self.gen_wake.notify()
+            threading.Thread(target=self._finish, args=("error",), daemon=False).start()
+
+    def _source_loop(self, source) -> None:
+        src = open_source(source, realtime=self.cfg.realtime) if isinstance(source, str) else source
+        self._source = src
+        try:
+            src.open()
+            period = 1.0 / self.cfg.fps
+            next_t = None
+            while not self._stop.is_set():
+                frame = src.read()
+                if frame is None:
+                    break
+                self._latest = frame.image
+                if next_t is None:
+                    next_t = frame.t
+                if frame.t + 1e-6 < next_t or self._paused:
+                    continue
+                next_t += period * max(1, int((frame.t - next_t) / period) + 1)
+                if not self.cfg.realtime:
+                    # as fast as possible, but lossless: let perception take the previous frame first
+                    while self.mailbox and not self._stop.is_set():
+                        self.frame_wake.notify()
+                        time.sleep(0.001)
+                self.mailbox.put((frame, self.clock()))
+        finally:
+            self._source_done = True
+            self.frame_wake.notify()
+            try:
+                src.close()
+            except Exception:
+                pass
+
+    def _perception_loop(self) -> None:
+        model, mem = self.model, self.decoder.memory
+        size = model.cfg.vision.image_size
+        stream = torch.cuda.Stream() if mem.k.is_cuda else None
+        while not self._stop.is_set():
+            item = self.mailbox.take()
+            if item is None:
+                if self._source_done:
+                    break
+                self.frame_wake.wait(0.05)
+                continue
+            frame, captured = item
+            slot = self.ring.producer_slot()
+            if slot is None:  # generation is behind by STAGING frames: drop, never block
+                self.ring.record_drop()
+                continue
+            t0 = time.monotonic()
+            px = batch_pixels([frame.image], size).to(mem.k.device, mem.k.dtype)
+            with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _null():
+                k, v = model.project_memory(model.encode_frames(px))
+                mem.stage(slot, k[0], v[0])
+            self._perceive_times.append(time.monotonic() - t0)
+            self._perceived += 1
+            self.ring.publish(_Ready(slot, frame.t, captured))
+        self._perception_done = True
+        self.gen_wake.notify()
+
+    def _generation_loop(self) -> None:
+        dec = self.decoder
+        while not self._stop.is_set():
+            busy = False
+            while (r := self.ring.peek()) is not None:
+                self._emit_all(dec.add_frame(r.slot, None, r.source_t))
+                dec.flush()  # commits the staged frame: its slot may be reused after this
+                self.ring.advance()
+                self._last_frame_captured = r.captured
+                busy = True
+            while self._inbox:
+                cmd, text = self._inbox.popleft()
+                self._emit_all(dec.ask(text) if cmd == "ask" else dec.hush())
+                busy = True
+            evs = dec.step()
+            if evs:
+                n_tok = sum(isinstance(e, E.Token) for e in evs)
+                if n_tok:
+                    self._token_times.append(time.monotonic())
+                self._emit_all(evs)
+            self._maybe_stats()
+            if not evs and not busy:
+                if self._source_done and self._perception_done and self.ring.peek() is None:
+                    break  # the stream is over and the model has nothing more to say
+                self.gen_wake.wait(0.1)
+        if not self._stop.is_set():
+            threading.Thread(target=self._finish, args=("source ended",)).start()
+
+    # ---- events ----------------------------------------------------------------------------------
+    def _emit(self, ev: E.Event) -> None:
+        self._out.append(ev)
+        w = self._writer
+        if w is not None:
+            try:
+                w.write(ev)
+            except Exception:
+                pass
+
+    def _emit_all(self, evs) -> None:
+        for ev in evs:
+            self._emit(ev)
+
+    def _maybe_stats(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._last_stats < self.cfg.stats_every_s:
+            return
+        self._last_stats = now
+        pt = list(self._perceive_times)
+        tt = list(self._token_times)
+        tps = (len(tt) - 1) / (tt[-1] - tt[0]) if len(tt) > 1 and tt[-1] > tt[0] else 0.0
+        dec = self.decoder
+        mem_mb = (dec.memory.nbytes + dec.cache.nbytes) / 2**20
+        self._emit(
+            E.Stats(
+                now,
+                perception_fps=len(pt) / sum(pt) if pt and sum(pt) > 0 else 0.0,
+                lag_s=max(0.0, now - self._last_frame_captured) if self._last_frame_captured else 0.0,
+                frames_in_memory=dec.memory.visible,
+                frames_dropped=self.mailbox.replaced + self.ring.dropped,
+                tokens_per_s=tps,
+                memory_mb=mem_mb,
+                rss_mb=_rss_mb(),
+            )
+        )
+
+    def _finish(self, reason: str) -> None:
+        with _finish_lock:
+            if not self._running:
+                return
+            self._running = False
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(1.0)
+        dec = self.decoder
+        if dec is not None and dec.speaking:
+            self._emit(dec._end_segment(self.clock(), interrupted=True))
+        try:
+            self._maybe_stats(force=True)
+        except Exception:
+            pass
+        self._emit(E.SessionEnd(self.clock(), reason))
+        if self._writer is not None:
+            self._writer.close()
+
+
+_finish_lock = threading.Lock()
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
