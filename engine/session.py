@@ -109,6 +109,7 @@ class Session:
         self.mailbox: LatestMailbox = LatestMailbox(self.frame_wake)
         self.ring: SPSCRing[_Ready] = SPSCRing(STAGING, self.gen_wake)
         self._perceived = 0
+        self.perception_log: collections.deque[float] = collections.deque(maxlen=10000)  # stage times
         self._perceive_times: collections.deque[float] = collections.deque(maxlen=32)
         self._token_times: collections.deque[float] = collections.deque(maxlen=64)
         self._source_done = False
@@ -293,6 +294,7 @@ class Session:
                 k, v = model.project_memory(model.encode_frames(px))
                 mem.stage(slot, k[0], v[0])
             self._perceive_times.append(time.monotonic() - t0)
+            self.perception_log.append(self.clock())
             self._perceived += 1
             self.ring.publish(_Ready(slot, frame.t, captured))
         self._perception_done = True
