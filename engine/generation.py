@@ -22,6 +22,7 @@ import torch
 
 from engine import events as E
 from engine import protocol as P
+from engine.fast import GraphDecoder
 from engine.memory import KVCache, VisualMemory
 
 
@@ -41,6 +42,8 @@ class StreamConfig:
     max_context: int = 4096  # text tokens; the published model saw streams of at most 4096
     max_segment_tokens: int = 96  # force a silence after this many speech tokens in one segment
     sampling: Sampling = Sampling()
+    # decode-one-token through the fixed-shape step (CUDA graph on GPU); None = on CUDA only
+    static_decode: bool | None = None
 
 
 class StreamDecoder:
@@ -64,6 +67,8 @@ class StreamDecoder:
             model.cfg, config.memory_frames, self.dtype, self.device, keep_first=config.keep_first
         )
         self.ban = self._banned_tokens()
+        static = config.static_decode if config.static_decode is not None else self.device.type == "cuda"
+        self.graph = GraphDecoder(model, self.cache, self.memory) if static else None
         self.gen = torch.Generator(device="cpu").manual_seed(config.sampling.seed)
         self.prefix_ids = tokenizer.encode_parts(P.stream_prefix_parts(config.system_prompt))
         if len(self.prefix_ids) > config.max_context // 2:
@@ -251,6 +256,9 @@ class StreamDecoder:
     def _forward(self, chunk: list[int], start: int) -> torch.Tensor:
         m, dev = self.model, self.device
         T = len(chunk)
+        if T == 1 and self.graph is not None:
+            self.cache.length = start + 1
+            return self.graph(chunk[0], start)
         ids = torch.tensor([chunk], device=dev)
         pos = torch.arange(start, start + T, device=dev)[None]
         vis = self.memory.visible

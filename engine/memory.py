@@ -76,6 +76,8 @@ class VisualMemory:
         self.stage_events: list = [None] * staging  # CUDA events recorded by perception per staging slot
         self.keep_first = keep_first
         self.slot_pos = torch.full((self.C,), -1, dtype=torch.long)  # text position of each slot's frame
+        # which memory tokens hold a committed frame: the fixed-shape view a CUDA graph attends through
+        self.valid = torch.zeros(self.C * self.N, dtype=torch.bool, device=device)
         self.slot_frame = [-1] * self.C  # frame number held by each slot
         self.committed = 0  # frames committed so far (also the next frame number)
         self.evicted = 0
@@ -143,6 +145,7 @@ class VisualMemory:
         self.k[:, 0, :, s * N : (s + 1) * N].copy_(k.transpose(1, 2))
         self.v[:, 0, :, s * N : (s + 1) * N].copy_(v.transpose(1, 2))
         self.slot_pos[s] = text_pos
+        self.valid[s * N : (s + 1) * N] = True
 
     def frames_by_position(self) -> list[tuple[int, int, int]]:
         """(text_pos, frame, slot) of the visible frames, oldest first."""
@@ -162,6 +165,7 @@ class VisualMemory:
         ks = [self.k[:, 0, :, s * N : (s + 1) * N].transpose(1, 2).clone() for _, s in olds]
         self.slot_frame = [-1] * self.C
         self.slot_pos.fill_(-1)
+        self.valid.fill_(False)
         for j, (f, _) in enumerate(olds):
             self._write(model, j, raw_k[j] if self.rope else ks[j], vs[j], keep[f])
             self.slot_frame[j] = j  # internal frame numbers restart at the compacted block
@@ -172,3 +176,4 @@ class VisualMemory:
         self.evicted = 0
         self.slot_frame = [-1] * self.C
         self.slot_pos.fill_(-1)
+        self.valid.fill_(False)

@@ -62,12 +62,15 @@ def run_script(dec, model, frames, script):
     return evs
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
 @pytest.mark.parametrize("mode", ["moss", "stock"])
-def test_streaming_equals_offline(tok, mode):
+def test_streaming_equals_offline(tok, mode, static):
+    """Chunked prefill + one-token decode (eager, or the fixed-shape CUDA-graph step run eagerly on
+    the CPU) give the logits of one full forward pass."""
     m = make_model(tok, mode)
     S = m.cfg.vision.image_size
     frames = torch.randn(6, 3, S, S)
-    dec = Recorder(m, tok, StreamConfig(system_prompt="watch", max_segment_tokens=4))
+    dec = Recorder(m, tok, StreamConfig(system_prompt="watch", max_segment_tokens=4, static_decode=static))
     script = [("steps", 1), ("frame", 0), ("steps", 3), ("frame", 1), ("steps", 2), ("ask", "how many?")]
     script += [
         ("steps", 2),

@@ -1,0 +1,465 @@
+"""`python -m engine.bench gpu`: our engine (MOSS 11B configuration, random weights) against
+Qwen2.5-VL-7B and stock Llama-3.2-11B-Vision through transformers, on one GPU, one table.
+
+Method (the reference's): greedy; inputs preprocessed outside the timer; one warm-up; TTFT is a
+synchronized 1-token generate; TPS = (n - 1) / (n-token generate - TTFT) with n = 128.
+Ours also reports: streaming TTFT (the question arrives after N frames were perceived), decode tok/s
+with N frames in memory and the achieved GB/s (weights + visual memory + KV cache read per token),
+perception ms per frame, decode tok/s while perception runs at 1/4/8 fps on its own CUDA stream,
+and peak memory. `--scale tiny` runs the same code on tiny configs (CPU smoke test).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from engine import config as C
+from engine.fast import GraphDecoder
+from engine.generation import StreamConfig, StreamDecoder
+from engine.model import Model
+
+HBM_PEAK = {"H100": 3.35e12, "H200": 4.8e12}
+N_NEW = 128
+
+
+class _Tok:
+    """Token ids only (random weights need no vocabulary): enough for the stream protocol."""
+
+    def __init__(self, image_id: int, vocab: int):
+        self.span = min(1000, vocab - 20)
+        self.ids = {"<|begin_of_text|>": 1, "<|eot_id|>": 2, "<|start_header_id|>": 3, "<|end_header_id|>": 4}
+        self.ids.update({"<|silence|>": 5, "<|video|>": 6, "<|image|>": image_id})
+        self.image_id, self.silence_id, self.eot_id = image_id, 5, 2
+        self.start_header_id, self.end_header_id = 3, 4
+
+    def id(self, name):
+        return self.ids[name]
+
+    def encode_parts(self, parts):
+        out = []
+        for text, markup in parts:
+            for piece in text.split("<|") if markup else [text]:
+                out += [10 + sum(map(ord, piece)) % self.span] * max(1, len(piece) // 4)
+        return out
+
+    def decode(self, ids):
+        return " ".join(str(i) for i in ids)
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, dev):
+    sync(dev)
+    t = time.perf_counter()
+    out = fn()
+    sync(dev)
+    return time.perf_counter() - t, out
+
+
+def make_ours(scale: str, dev, dtype):
+    cfg = C.moss_11b() if scale == "full" else C.tiny("moss")
+    torch.manual_seed(0)
+    with torch.device(dev):
+        prev = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            m = Model(cfg).eval()
+        finally:
+            torch.set_default_dtype(prev)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "gate" in n:
+                p.fill_(0.5)  # open the gates so cross-attention is really computed
+    m.inv_freq = m.inv_freq.float()
+    return m
+
+
+def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
+    m = make_ours(scale, dev, dtype)
+    cfg = m.cfg
+    S = cfg.vision.image_size
+    tok = _Tok(cfg.video.image_token_id, cfg.text.vocab_size)
+    question = "What is happening in the video right now and what changed?"
+    # bytes read per decoded token: the decoder layers, final norm and lm_head (one embedding row only)
+    skip = ("vision_model", "multi_modal_projector", "language_model.embed_tokens")
+    weights = sum(p.numel() * p.element_size() for n, p in m.named_parameters() if not n.startswith(skip))
+    res = {"model": "ours (MOSS 11B config)" if scale == "full" else "ours (tiny)"}
+    # perception: one frame at a time (live) and in batches (offline)
+    px1 = torch.randn(1, 3, S, S, device=dev, dtype=dtype)
+    with torch.inference_mode():
+        for _ in range(3):
+            m.project_memory(m.encode_frames(px1))
+        n = 20
+        t, _ = timed(lambda: [m.project_memory(m.encode_frames(px1)) for _ in range(n)], dev)
+    res["perception_ms_per_frame"] = 1000 * t / n
+    for F in frames_list:
+        r = {}
+        px = torch.randn(F, 3, S, S, device=dev, dtype=dtype)
+        sc = StreamConfig(
+            system_prompt="You are a helpful assistant that watches the video.",
+            memory_frames=F,
+            max_context=max(1024, 4 * F + 256),
+            max_segment_tokens=10**6,
+        )
+        dec = StreamDecoder(m, tok, sc)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        def offline():
+            dec.reset()
+            with torch.inference_mode():
+                ks, vs = [], []
+                for i in range(0, F, 32):  # batched vision encoding
+                    k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
+                    ks.append(k)
+                    vs.append(v)
+                k, v = torch.cat(ks), torch.cat(vs)
+                for i in range(F):
+                    dec.add_frame(k[i], v[i])
+                dec.ask(question)
+                dec.flush()
+                return int(dec.logits.argmax())  # the first token
+
+        offline()  # warm-up
+        r["offline_ttft_s"], _ = timed(offline, dev)
+        # streaming: frames were perceived and committed as they came; then the question arrives
+        dec.reset()
+        with torch.inference_mode():
+            ks, vs = [], []
+            for i in range(0, F, 32):
+                k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
+                ks.append(k)
+                vs.append(v)
+            k, v = torch.cat(ks), torch.cat(vs)
+        silence = tok.silence_id
+        for i in range(F):
+            dec.pending.append(silence)
+            dec.add_frame(k[i], v[i])
+            if i % 16 == 15:
+                dec.flush()
+        dec.flush()
+        base_ids, base_len = list(dec.ids), len(dec.ids)
+
+        def streaming():
+            dec.ids, dec.cache.length = list(base_ids), base_len
+            dec.ask(question)
+            dec.flush()
+            return int(dec.logits.argmax())
+
+        streaming()
+        r["streaming_ttft_s"], _ = timed(streaming, dev)
+        # decode: n tokens with N frames in memory (the fixed-shape step under a CUDA graph on GPU)
+        g = dec.graph or GraphDecoder(m, dec.cache, dec.memory, use_graph=False)
+        start = len(dec.ids)
+
+        def decode(n):
+            # as the runtime does: each token reaches the host (to stream it and check for silence)
+            t = int(dec.logits.argmax())
+            for j in range(n):
+                t = int(g(t, start + j).argmax())
+            return t
+
+        decode(4)
+        t_n, _ = timed(lambda: decode(N_NEW), dev)
+        tps = N_NEW / t_n
+        r["decode_tok_s"] = tps
+        mem_read = dec.memory.k.numel() * 2 * dec.memory.k.element_size()  # full-capacity read
+        kv_read = dec.cache.k.numel() * 2 * dec.cache.k.element_size()
+        per_tok = weights + mem_read + kv_read
+        r["achieved_GB_s"] = per_tok * tps / 1e9
+        if peak_bw:
+            r["hbm_fraction"] = per_tok * tps / peak_bw
+        # decode while perception runs concurrently on its own stream
+        for fps in (1, 4, 8):
+            stop = threading.Event()
+
+            def perceive_loop(fps=fps):
+                stream = torch.cuda.Stream() if dev.type == "cuda" else None
+                nxt = time.perf_counter()
+                while not stop.is_set():
+                    nxt += 1.0 / fps
+                    with torch.inference_mode(), torch.cuda.stream(stream) if stream else _Null():
+                        kk, vv = m.project_memory(m.encode_frames(px1))
+                        dec.memory.stage(0, kk[0], vv[0])
+                    time.sleep(max(0.0, nxt - time.perf_counter()))
+
+            th = threading.Thread(target=perceive_loop)
+            th.start()
+            n = max(N_NEW, int(2.0 * tps))  # at least ~2 s of decoding so several frames land
+            t_p, _ = timed(lambda n=n: decode(n), dev)
+            stop.set()
+            th.join()
+            r[f"decode_tok_s_perceiving_{fps}fps"] = n / t_p
+        if dev.type == "cuda":
+            r["peak_mem_GB"] = torch.cuda.max_memory_allocated() / 1e9
+        res[F] = r
+        out(res)
+        del dec, g
+        gc.collect()
+    del m
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---- baselines through transformers ---------------------------------------------------------------
+
+
+def hf_generate_times(model, inputs, dev):
+    """TTFT = 1-token generate; TPS = (n-1) / (n-token generate - TTFT) (the reference method)."""
+    kw = dict(do_sample=False, pad_token_id=0)
+    with torch.inference_mode():
+        model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, **kw)  # warm-up
+        ttft, _ = timed(lambda: model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, **kw), dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        full, _ = timed(
+            lambda: model.generate(**inputs, max_new_tokens=N_NEW, min_new_tokens=N_NEW, **kw), dev
+        )
+    r = {"offline_ttft_s": ttft, "decode_tok_s": (N_NEW - 1) / max(1e-9, full - ttft)}
+    if dev.type == "cuda":
+        r["peak_mem_GB"] = torch.cuda.max_memory_allocated() / 1e9
+    return r
+
+
+def _init_hf(cls, config, dev, dtype):
+    torch.manual_seed(0)
+    with torch.device(dev):
+        prev = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = cls(config)
+        finally:
+            torch.set_default_dtype(prev)
+    return model.eval()
+
+
+def bench_qwen(scale, frames_list, dev, dtype, out):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    if scale == "full":
+        text = dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            intermediate_size=18944,
+            max_position_embeddings=128000,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        )
+        vision = dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=3584,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            window_size=112,
+        )
+        h, w = 42, 74  # 588 x 1036 in 14-pixel patches (16:9 at qwen_vl_utils defaults)
+    else:
+        text = dict(
+            vocab_size=152064,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        )
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            fullatt_block_indexes=[1],
+            window_size=112,
+        )
+        h, w = 4, 8
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision)
+    cfg._attn_implementation = "sdpa"
+    model = _init_hf(Qwen2_5_VLForConditionalGeneration, cfg, dev, dtype)
+    res = {"model": "Qwen2.5-VL-7B (transformers)" if scale == "full" else "Qwen2.5-VL (tiny)"}
+    for F in frames_list:
+        t = F // 2  # temporal patch 2
+        n_vid = t * (h // 2) * (w // 2)
+        pv = torch.randn(t * h * w, 3 * 2 * 14 * 14, device=dev, dtype=dtype)
+        q = torch.randint(1000, 2000, (20,)).tolist()
+        ids = [151644] + [151652] + [151656] * n_vid + [151653] + q + [151645]
+        inputs = {
+            "input_ids": torch.tensor([ids], device=dev),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=dev),
+            "pixel_values_videos": pv,
+            "video_grid_thw": torch.tensor([[t, h, w]], device=dev),
+        }
+        r = hf_generate_times(model, inputs, dev)
+        r["video_tokens"] = n_vid
+        res[F] = r
+        out(res)
+        del inputs, pv
+    del model
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def bench_mllama(scale, frames_list, dev, dtype, out):
+    from transformers import MllamaConfig, MllamaForConditionalGeneration
+
+    if scale == "full":
+        vision = dict(max_num_tiles=1, supported_aspect_ratios=[[1, 1]], image_size=560)
+        text = {}
+    else:
+        vision = dict(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_global_layers=2,
+            attention_heads=2,
+            intermediate_size=64,
+            vision_output_dim=96,
+            image_size=28,
+            patch_size=14,
+            max_num_tiles=1,
+            supported_aspect_ratios=[[1, 1]],
+            intermediate_layers_indices=[1, 3],
+        )
+        text = dict(
+            vocab_size=320,
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            cross_attention_layers=[1, 3],
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+    cfg = MllamaConfig(
+        vision_config=vision, text_config=text, image_token_index=text.get("vocab_size", 128256)
+    )
+    cfg._attn_implementation = "sdpa"
+    model = _init_hf(MllamaForConditionalGeneration, cfg, dev, dtype)
+    S = cfg.vision_config.image_size
+    img = cfg.image_token_index
+    res = {"model": "Llama-3.2-11B-Vision stock (transformers)" if scale == "full" else "Mllama (tiny)"}
+    for F in frames_list:
+        q = torch.randint(10, 300, (20,)).tolist()
+        ids = [img] * F + q
+        T = len(ids)
+        n_vis = torch.tensor([min(i + 1, F) for i in range(T)])
+        xmask = (torch.arange(F)[None, :] < n_vis[:, None]).long()[None, :, :, None]
+        inputs = {
+            "input_ids": torch.tensor([ids], device=dev),
+            "attention_mask": torch.ones(1, T, dtype=torch.long, device=dev),
+            "pixel_values": torch.randn(1, F, 1, 3, S, S, device=dev, dtype=dtype),
+            "aspect_ratio_ids": torch.ones(1, F, dtype=torch.long, device=dev),
+            "aspect_ratio_mask": torch.ones(1, F, 1, dtype=torch.long, device=dev),
+            "cross_attention_mask": xmask.to(dev),
+        }
+        try:
+            res[F] = hf_generate_times(model, inputs, dev)
+        except torch.OutOfMemoryError:
+            res[F] = {"error": "out of memory"}
+            torch.cuda.empty_cache()
+        out(res)
+    del model
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def run(args) -> dict:
+    dev = torch.device(args.device if args.device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    frames_list = [int(f) for f in args.frames.split(",")]
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
+    peak = next((v for k, v in HBM_PEAK.items() if k in name), None)
+    results = {"device": name, "frames": frames_list, "runs": []}
+    path = Path(args.json) if args.json else None
+
+    def out(_r):
+        if path:
+            path.write_text(json.dumps(results, indent=2, default=str))
+
+    for which in args.only.split(","):
+        t0 = time.perf_counter()
+        if which == "ours":
+            r = bench_ours(args.scale, frames_list, dev, dtype, peak, out)
+        elif which == "qwen":
+            r = bench_qwen(args.scale, frames_list, dev, dtype, out)
+        elif which == "mllama":
+            r = bench_mllama(args.scale, frames_list, dev, dtype, out)
+        else:
+            raise SystemExit(f"unknown model {which!r} (ours, qwen, mllama)")
+        r["bench_wall_s"] = time.perf_counter() - t0
+        results["runs"].append(r)
+        out(results)
+        print(json.dumps(r, default=str), flush=True)
+    print_table(results)
+    return results
+
+
+def print_table(results) -> None:
+    cols = [
+        ("streaming_ttft_s", "stream TTFT s"),
+        ("offline_ttft_s", "offline TTFT s"),
+        ("decode_tok_s", "tok/s"),
+        ("achieved_GB_s", "GB/s"),
+        ("hbm_fraction", "of HBM"),
+        ("decode_tok_s_perceiving_4fps", "tok/s @4fps"),
+        ("peak_mem_GB", "peak GB"),
+    ]
+    print(f"\ndevice: {results['device']}")
+    print("| model | frames | " + " | ".join(c[1] for c in cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for r in results["runs"]:
+        for F in results["frames"]:
+            row = r.get(F, {})
+            cells = []
+            for k, _ in cols:
+                v = row.get(k)
+                cells.append(
+                    ""
+                    if v is None
+                    else (
+                        f"{v:.3f}"
+                        if isinstance(v, float) and v < 10
+                        else f"{v:.1f}"
+                        if isinstance(v, float)
+                        else str(v)
+                    )
+                )
+            print(f"| {r['model']} | {F} | " + " | ".join(cells) + " |")
+        if "perception_ms_per_frame" in r:
+            print(f"  {r['model']}: perception {r['perception_ms_per_frame']:.2f} ms/frame")
+
+
+def add_args(p) -> None:
+    p.add_argument("--scale", choices=["full", "tiny"], default="full")
+    p.add_argument("--frames", default="64,256")
+    p.add_argument("--only", default="ours,mllama,qwen")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", default=None, help="write results as JSON here (updated as runs finish)")
