@@ -102,114 +102,118 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
         t, _ = timed(lambda: [m.project_memory(m.encode_frames(px1)) for _ in range(n)], dev)
     res["perception_ms_per_frame"] = 1000 * t / n
     for F in frames_list:
-        r = {}
-        px = torch.randn(F, 3, S, S, device=dev, dtype=dtype)
-        sc = StreamConfig(
-            system_prompt="You are a helpful assistant that watches the video.",
-            memory_frames=F,
-            max_context=max(1024, 4 * F + 256),
-            max_segment_tokens=10**6,
-        )
-        dec = StreamDecoder(m, tok, sc)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-
-        def offline():
-            dec.reset()
-            with torch.inference_mode():
-                ks, vs = [], []
-                for i in range(0, F, 32):  # batched vision encoding
-                    k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
-                    ks.append(k)
-                    vs.append(v)
-                k, v = torch.cat(ks), torch.cat(vs)
-                for i in range(F):
-                    dec.add_frame(k[i], v[i])
-                dec.ask(question)
-                dec.flush()
-                return int(dec.logits.argmax())  # the first token
-
-        offline()  # warm-up
-        r["offline_ttft_s"], _ = timed(offline, dev)
-        # streaming: frames were perceived and committed as they came; then the question arrives
-        dec.reset()
-        with torch.inference_mode():
-            ks, vs = [], []
-            for i in range(0, F, 32):
-                k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
-                ks.append(k)
-                vs.append(v)
-            k, v = torch.cat(ks), torch.cat(vs)
-        silence = tok.silence_id
-        for i in range(F):
-            dec.pending.append(silence)
-            dec.add_frame(k[i], v[i])
-            if i % 16 == 15:
-                dec.flush()
-        dec.flush()
-        base_ids, base_len = list(dec.ids), len(dec.ids)
-
-        def streaming():
-            dec.ids, dec.cache.length = list(base_ids), base_len
-            dec.ask(question)
-            dec.flush()
-            return int(dec.logits.argmax())
-
-        streaming()
-        r["streaming_ttft_s"], _ = timed(streaming, dev)
-        # decode: n tokens with N frames in memory (the fixed-shape step under a CUDA graph on GPU)
-        g = dec.graph or GraphDecoder(m, dec.cache, dec.memory, use_graph=False)
-        start = len(dec.ids)
-
-        def decode(n):
-            # as the runtime does: each token reaches the host (to stream it and check for silence)
-            t = int(dec.logits.argmax())
-            for j in range(n):
-                t = int(g(t, start + j).argmax())
-            return t
-
-        decode(4)
-        t_n, _ = timed(lambda: decode(N_NEW), dev)
-        tps = N_NEW / t_n
-        r["decode_tok_s"] = tps
-        mem_read = dec.memory.k.numel() * 2 * dec.memory.k.element_size()  # full-capacity read
-        kv_read = dec.cache.k.numel() * 2 * dec.cache.k.element_size()
-        per_tok = weights + mem_read + kv_read
-        r["achieved_GB_s"] = per_tok * tps / 1e9
-        if peak_bw:
-            r["hbm_fraction"] = per_tok * tps / peak_bw
-        # decode while perception runs concurrently on its own stream
-        for fps in (1, 4, 8):
-            stop = threading.Event()
-
-            def perceive_loop(fps=fps):
-                stream = torch.cuda.Stream() if dev.type == "cuda" else None
-                nxt = time.perf_counter()
-                while not stop.is_set():
-                    nxt += 1.0 / fps
-                    with torch.inference_mode(), torch.cuda.stream(stream) if stream else _Null():
-                        kk, vv = m.project_memory(m.encode_frames(px1))
-                        dec.memory.stage(0, kk[0], vv[0])
-                    time.sleep(max(0.0, nxt - time.perf_counter()))
-
-            th = threading.Thread(target=perceive_loop)
-            th.start()
-            n = max(N_NEW, int(2.0 * tps))  # at least ~2 s of decoding so several frames land
-            t_p, _ = timed(lambda n=n: decode(n), dev)
-            stop.set()
-            th.join()
-            r[f"decode_tok_s_perceiving_{fps}fps"] = n / t_p
-        if dev.type == "cuda":
-            r["peak_mem_GB"] = torch.cuda.max_memory_allocated() / 1e9
-        res[F] = r
+        res[F] = _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question)
         out(res)
-        del dec, g
         gc.collect()
-    del m
+    m = None
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
+    S = m.cfg.vision.image_size
+    r = {}
+    px = torch.randn(F, 3, S, S, device=dev, dtype=dtype)
+    sc = StreamConfig(
+        system_prompt="You are a helpful assistant that watches the video.",
+        memory_frames=F,
+        max_context=max(1024, 4 * F + 256),
+        max_segment_tokens=10**6,
+    )
+    dec = StreamDecoder(m, tok, sc)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def offline():
+        dec.reset()
+        with torch.inference_mode():
+            ks, vs = [], []
+            for i in range(0, F, 32):  # batched vision encoding
+                k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
+                ks.append(k)
+                vs.append(v)
+            k, v = torch.cat(ks), torch.cat(vs)
+            for i in range(F):
+                dec.add_frame(k[i], v[i])
+            dec.ask(question)
+            dec.flush()
+            return int(dec.logits.argmax())  # the first token
+
+    offline()  # warm-up
+    r["offline_ttft_s"], _ = timed(offline, dev)
+    # streaming: frames were perceived and committed as they came; then the question arrives
+    dec.reset()
+    with torch.inference_mode():
+        ks, vs = [], []
+        for i in range(0, F, 32):
+            k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
+            ks.append(k)
+            vs.append(v)
+        k, v = torch.cat(ks), torch.cat(vs)
+    silence = tok.silence_id
+    for i in range(F):
+        dec.pending.append(silence)
+        dec.add_frame(k[i], v[i])
+        if i % 16 == 15:
+            dec.flush()
+    dec.flush()
+    base_ids, base_len = list(dec.ids), len(dec.ids)
+
+    def streaming():
+        dec.ids, dec.cache.length = list(base_ids), base_len
+        dec.ask(question)
+        dec.flush()
+        return int(dec.logits.argmax())
+
+    streaming()
+    r["streaming_ttft_s"], _ = timed(streaming, dev)
+    # decode: n tokens with N frames in memory (the fixed-shape step under a CUDA graph on GPU)
+    g = dec.graph or GraphDecoder(m, dec.cache, dec.memory, use_graph=False)
+    start = len(dec.ids)
+
+    def decode(n):
+        # as the runtime does: each token reaches the host (to stream it and check for silence)
+        t = int(dec.logits.argmax())
+        for j in range(n):
+            t = int(g(t, start + j).argmax())
+        return t
+
+    decode(4)
+    t_n, _ = timed(lambda: decode(N_NEW), dev)
+    tps = N_NEW / t_n
+    r["decode_tok_s"] = tps
+    mem_read = dec.memory.k.numel() * 2 * dec.memory.k.element_size()  # full-capacity read
+    kv_read = dec.cache.k.numel() * 2 * dec.cache.k.element_size()
+    per_tok = weights + mem_read + kv_read
+    r["achieved_GB_s"] = per_tok * tps / 1e9
+    if peak_bw:
+        r["hbm_fraction"] = per_tok * tps / peak_bw
+    # decode while perception runs concurrently on its own stream
+    for fps in (1, 4, 8):
+        stop = threading.Event()
+
+        def perceive_loop(fps=fps, stop=stop):
+            stream = torch.cuda.Stream() if dev.type == "cuda" else None
+            nxt = time.perf_counter()
+            while not stop.is_set():
+                nxt += 1.0 / fps
+                with torch.inference_mode(), torch.cuda.stream(stream) if stream else _Null():
+                    kk, vv = m.project_memory(m.encode_frames(px1))
+                    dec.memory.stage(0, kk[0], vv[0])
+                time.sleep(max(0.0, nxt - time.perf_counter()))
+
+        th = threading.Thread(target=perceive_loop)
+        th.start()
+        n = max(N_NEW, int(2.0 * tps))  # at least ~2 s of decoding so several frames land
+        t_p, _ = timed(lambda n=n: decode(n), dev)
+        stop.set()
+        th.join()
+        r[f"decode_tok_s_perceiving_{fps}fps"] = n / t_p
+    if dev.type == "cuda":
+        r["peak_mem_GB"] = torch.cuda.max_memory_allocated() / 1e9
+    return r
 
 
 class _Null:
