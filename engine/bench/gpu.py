@@ -207,6 +207,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
         th = threading.Thread(target=perceive_loop)
         th.start()
         n = max(N_NEW, int(2.0 * tps))  # at least ~2 s of decoding so several frames land
+        n = min(n, dec.cache.max_len - start - 1)
         t_p, _ = timed(lambda n=n: decode(n), dev)
         stop.set()
         th.join()

@@ -1,0 +1,1098 @@
+"""Dense captions -> training records in the MOSS-Video-Preview data format, real-time and offline.
+
+Owns: question plans for world videos (what to ask, when, what to answer and when to speak again),
+"what is happening now" plans for external captions, the layout of speech between frames
+(`build_messages`), the structural checker `check_realtime_record` (validated on the reference data),
+the ground truth under "meta", the optional paraphrase step and the command line. It knows nothing
+of tokenizers (token counts are estimated, or come from a callable) nor of models.
+
+    python -m engine.data.synth --seeds 0-99 --out data.jsonl [--captions external.json]
+                                [--tokens-per-second 38] [--offline] [--write-videos]
+
+Real-time record, as the reference data spells it (ARCHITECTURE 1.4, shared/data/moss-demo):
+
+    {"messages": [{"role": "system", "content": REALTIME_SYSTEM_PROMPT}, {"role": "user", "content": ""},
+                  {"role": "assistant", "content": "<|silence|><|video|><|silence|><|video|>...<|silence|>"},
+                  {"role": "user", "content": "How many objects are there?"},
+                  {"role": "assistant", "content": "<|silence|><|video|>There are 2 objects.<|silence|>..."}],
+     "images": [],
+     "videos": ["[RealTime QA][INFO]{\\"video_path\\": ..., \\"time_info\\": [\\"00:00\\", ...]}",
+                "[RealTime QA][PLACEHOLDER]", ...],   # one entry per <|video|>
+     "meta": {...}}
+
+An assistant turn is pieces separated by <|video|> (one frame each); each piece is what the model says
+in one interval: "<|silence|>", speech, or speech then "<|silence|>" once it has finished. Speech
+longer than the interval's budget (tokens_per_second / fps tokens) runs past the frame
+("...base of a red<|video|> and white..."). A question closes the turn where it lands: after
+"<|silence|>", or mid-speech (cut, even mid-word). The answer turn then starts with
+"<|silence|><|video|>" (answer after the next frame) or with the answer itself (right away).
+
+Meta schema (loaders ignore it; an evaluation harness reads it). Frame f means "after the f-th
+<|video|>": speech at f starts in the interval after frame f, having seen frames 0..f.
+
+    meta = {
+      "version": 1, "source": "world" | "captions", "video": video_path,
+      "seed", "duration_s", "world_config": world videos only; make_video(seed, duration_s,
+                                             WorldConfig(**world_config)) rebuilds the frames,
+      "fps", "n_frames" (== number of <|video|>), "tokens_per_second",
+      "silent_frames": [f, ...],       # frames whose piece is exactly <|silence|>: any speech there is false
+      "questions": [{
+        "qid", "kind",                   # count colour presence position display list watch order
+                                         # spatial narrate (world); now (external captions)
+        "text",                          # the user turn
+        "ask_frame", "ask_frac",         # arrives after frame ask_frame, ask_frac of the way to the next
+        "answer_frame": f | null,        # first answer spoken at f (== ask_frame: right after the question);
+                                         # null when nothing is due at once (watch, narrate)
+        "last_frame": f,                 # active up to and including f (next question's ask_frame, or end)
+        "value", "accept",               # canonical first answer and phrases that must all occur in it
+                                         # (case-insensitive, whole words). count: int; colour: "red";
+                                         # presence/spatial: bool; position: "top left"; display: int;
+                                         # list: ["small red circle", ...] left to right; order: "red
+                                         # circle"; watch: the event frame (null: never comes);
+                                         # now: caption index; narrate: null
+        "speech": [{"frame", "type",     # type: answer | revision | watch | event; frame: when the
+                    "value", "accept",   # change is first visible = when speech is due
+                    "text",              # the text the record speaks
+                    "spoken_frame",      # where it actually starts (later only when queued behind speech)
+                    "cut"}],             # a later question interrupted it
+        "silent_frames": [f, ...],       # frames in (ask_frame, last_frame] where silence is expected
+        "info": {...}}]}                 # kind-specific: watch: colour, shape, comes, event_frame, decoys
+
+Answers describe the state at the frame they are spoken after (answer_frame), not at ask_frame.
+Offline records (reference offline format) carry meta with source, video, seed, duration_s,
+world_config, fps, n_frames (the whole video) and questions [{"qid", "kind" (describe, count_total,
+final_list, final_display, order), "text", "value", "answer"}].
+
+Scores an evaluator can compute: accuracy at asking (first speech of type answer vs accept), watch
+timeliness (speech within one frame of a watch entry's frame; no speech at all when comes is false),
+revision recall (a revision entry matched within N frames), false-speech rate (speech on
+meta.silent_frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import urllib.request
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.data.captions import (
+    DenseCaptions,
+    describe_event,
+    join_list,
+    listing,
+    load_captions,
+    object_phrase,
+    position_name,
+    position_phrase,
+    sentence,
+    with_article,
+)
+from engine.data.world import COLOURS, SHAPES, ObjectState, Video, WorldConfig, make_video, write_video
+from engine.protocol import REALTIME_SYSTEM_PROMPT, SILENCE, VIDEO
+
+INFO_PREFIX = "[RealTime QA][INFO]"
+PLACEHOLDER = "[RealTime QA][PLACEHOLDER]"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    tokens_per_second: float = 38.0  # the reference data was packed for a ~38 tok/s runtime
+    fps: float = 1.0  # frames per second of the record (world videos carry their own)
+    p_immediate: float = 0.25  # answer right after the question instead of after the next frame
+    max_questions: int = 3
+    min_gap: int = 3  # frames between questions, unless barging in
+    max_gap: int = 8
+    p_barge_in: float = 0.1  # ask while the previous answer is being spoken (it gets cut)
+    max_frames: int = 256  # external captions: longer videos are cut (the model saw <= 4096 tokens)
+    video_dir: str = "world"  # world videos are referred to as video_dir/world_SEED.mp4
+    kinds: tuple[tuple[str, float], ...] = (
+        ("count", 0.15), ("colour", 0.13), ("list", 0.13), ("watch", 0.18), ("display", 0.09),
+        ("presence", 0.09), ("position", 0.07), ("spatial", 0.07), ("order", 0.05), ("narrate", 0.04),
+    )  # fmt: skip
+
+
+def estimate_tokens(text: str) -> int:
+    """About 1.3 Llama-3 tokens per English word."""
+    return math.ceil(1.3 * len(text.split()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout of speech between frames
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A user question: arrives after frame `frame`, `frac` of the way to the next frame."""
+
+    frame: int
+    frac: float
+    text: str
+    answer: int | None = None  # index of the speech spoken right after the question, if any
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What `build_messages` did, for the ground truth."""
+
+    frame_kind: tuple[str, ...]  # per frame: "silence", "speech" (a speech starts), "continue"
+    spoken_frame: tuple[int | None, ...]  # per speech: interval where it started (None: never did)
+    cut: tuple[bool, ...]  # per speech: interrupted by a question
+
+
+def build_messages(
+    n_frames: int,
+    asks: Sequence[Ask],
+    speeches: Sequence[tuple[int, str]],
+    tokens_per_frame: float,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+    system: str = REALTIME_SYSTEM_PROMPT,
+) -> tuple[list[dict], Layout]:
+    """Lay out frames, questions and speech as the reference records do.
+
+    speeches: (frame, text): speak after that frame's <|video|>; queued behind speech in progress.
+    A speech named by an Ask's `answer` is spoken right after that question instead.
+    """
+    if len({a.frame for a in asks}) != len(asks):
+        raise ValueError("at most one question per frame interval")
+    asks_at = {a.frame: a for a in asks}
+    immediate = {a.answer for a in asks if a.answer is not None}
+    due: dict[int, list[int]] = defaultdict(list)
+    for i, (f, _) in enumerate(speeches):
+        if i not in immediate:
+            due[f].append(i)
+    queue: deque[list] = deque()  # [speech index, remaining words]
+    spoken: list[int | None] = [None] * len(speeches)
+    cut = [False] * len(speeches)
+    started: list[bool] = [False]
+
+    def words(i: int) -> list[str]:
+        return re.findall(r"\s*\S+", speeches[i][1].strip())
+
+    def speak(budget: float, k: int, partial: bool) -> str:
+        """Up to `budget` tokens from the queue. A frame lands between words; a question may land
+        mid-word (partial). At least one word per interval, so speech always makes progress."""
+        out = ""
+        while queue:
+            i, ws = queue[0]
+            while ws:
+                w = ws[0] if out or spoken[i] is not None else ws[0].lstrip()
+                if out and spoken[i] is None:
+                    w = " " + w.lstrip()  # a second speech in the same interval
+                cand = out + w
+                if count_tokens(cand) <= budget or (not out and not partial):
+                    out = cand
+                    ws.pop(0)
+                    if spoken[i] is None:
+                        spoken[i], started[0] = k, True
+                    continue
+                if partial and budget > count_tokens(out):
+                    spare = (budget - count_tokens(out)) / max(1, count_tokens(cand) - count_tokens(out))
+                    part = w[: int(len(w) * spare)]
+                    if part.strip():
+                        out += part
+                        if spoken[i] is None:
+                            spoken[i], started[0] = k, True
+                return out
+            queue.popleft()
+        return out
+
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": ""}]
+    turn = [SILENCE]  # silent before the first frame
+    kinds = []
+    for k in range(n_frames):
+        turn.append(VIDEO)
+        started[0] = False
+        queue.extend([i, words(i)] for i in due.get(k, ()))
+        budget, said = tokens_per_frame, ""
+        a = asks_at.get(k)
+        if a is not None:
+            allow = max(1, round(a.frac * tokens_per_frame))
+            said = speak(allow, k, partial=True)
+            turn.append(said)
+            for i, _ in queue:
+                cut[i] = True
+            if not (queue and said):  # finished, or asked before the first word: the turn ends silent
+                turn.append(SILENCE)
+            queue.clear()
+            messages.append({"role": "assistant", "content": "".join(turn)})
+            messages.append({"role": "user", "content": a.text})
+            turn = []
+            if a.answer is not None:
+                queue.append([a.answer, words(a.answer)])
+            budget = max(1, tokens_per_frame - allow)
+        text = speak(budget, k, partial=False)
+        turn.append(text)
+        if not queue:
+            turn.append(SILENCE)
+        kinds.append("speech" if started[0] else "continue" if said or text else "silence")
+    if queue:  # speech still running after the last frame: let it finish
+        turn.append(speak(math.inf, n_frames - 1, partial=False))
+        turn.append(SILENCE)
+    messages.append({"role": "assistant", "content": "".join(turn)})
+    return messages, Layout(tuple(kinds), tuple(spoken), tuple(cut))
+
+
+def frame_pieces(record: dict) -> list[str]:
+    """Per frame, what the assistant said in the interval after it (both sides of a question that
+    landed there, concatenated). The piece before the first frame is dropped."""
+    out: list[str] = []
+    for m in record["messages"][2:]:
+        if m["role"] != "assistant":
+            continue
+        parts = m["content"].split(VIDEO)
+        if out:
+            out[-1] += parts[0]
+        out.extend(parts[1:])
+    return out
+
+
+def time_info(n_frames: int, fps: float) -> list[str]:
+    return [f"{s // 60:02d}:{s % 60:02d}" for s in (int(k / fps + 1e-9) for k in range(n_frames))]
+
+
+_MARKUP = re.compile(r"<\|[^|<>]*\|>")
+
+
+def check_realtime_record(record: Any, system: str = REALTIME_SYSTEM_PROMPT) -> int:
+    """Raise ValueError unless `record` has the reference real-time layout; return its frame count.
+
+    Checked: system turn and empty first user turn; user/assistant alternation ending on the
+    assistant; no markup but <|silence|> and <|video|> in assistant turns and none in user turns; every
+    piece between frames is <|silence|>, text, or text + <|silence|>; speech that runs past a frame
+    continues right after it; the stream opens and ends silent; the videos list matches the frames.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+        raise ValueError("record: needs a 'messages' list")
+    msgs, videos = record["messages"], record.get("videos")
+    if len(msgs) < 3 or msgs[0] != {"role": "system", "content": system}:
+        raise ValueError("messages[0]: must be the system turn with the real-time system prompt")
+    if msgs[1].get("role") != "user" or msgs[1].get("content") != "":
+        raise ValueError("messages[1]: must be an empty user turn")
+    if len(msgs) % 2 == 0:
+        raise ValueError("messages: must end with an assistant turn")
+    n = 0
+    for j, m in enumerate(msgs[1:], 1):
+        role, content = m.get("role"), m.get("content")
+        if role != ("user" if j % 2 else "assistant") or not isinstance(content, str):
+            raise ValueError(f"messages[{j}]: roles must alternate user/assistant with string content")
+        if role == "user":
+            if j > 1 and (not content.strip() or _MARKUP.search(content)):
+                raise ValueError(f"messages[{j}]: a question must be plain non-empty text")
+            continue
+        bad = set(_MARKUP.findall(content)) - {SILENCE, VIDEO}
+        if bad:
+            raise ValueError(f"messages[{j}]: unexpected markup {sorted(bad)}")
+        pieces = content.split(VIDEO)
+        if j == 2 and pieces[0] != SILENCE:
+            raise ValueError("messages[2]: the stream must open with <|silence|> before the first frame")
+        for i, p in enumerate(pieces):
+            where = f"messages[{j}] piece {i}"
+            text = p[: -len(SILENCE)] if p.endswith(SILENCE) else p
+            if not p or SILENCE in text:
+                raise ValueError(
+                    f"{where}: must be <|silence|>, text, or text then <|silence|>; got {p[:60]!r}"
+                )
+            if i > 0 and not pieces[i - 1].endswith(SILENCE) and p.startswith(SILENCE):
+                raise ValueError(f"{where}: speech that runs past a frame must continue after it")
+        if j == len(msgs) - 1 and not content.endswith(SILENCE):
+            raise ValueError(f"messages[{j}]: the last turn must end with <|silence|>")
+        n += len(pieces) - 1
+    if not isinstance(videos, list) or len(videos) != n:
+        raise ValueError(f"videos: needs one entry per <|video|> ({n}), got {len(videos or [])}")
+    if n == 0 or not isinstance(videos[0], str) or not videos[0].startswith(INFO_PREFIX):
+        raise ValueError(f"videos[0]: must start with {INFO_PREFIX}")
+    try:
+        info = json.loads(videos[0][len(INFO_PREFIX) :])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"videos[0]: the INFO part is not JSON ({e})") from None
+    if not isinstance(info.get("video_path"), str) or not isinstance(info.get("time_info"), list):
+        raise ValueError("videos[0]: INFO needs 'video_path' and 'time_info'")
+    ti = info["time_info"]
+    if len(ti) != n or not all(isinstance(x, str) and re.fullmatch(r"\d{2,}:\d{2}", x) for x in ti):
+        raise ValueError(f"videos[0]: time_info needs {n} 'MM:SS' entries, got {len(ti)}")
+    if any(v != PLACEHOLDER for v in videos[1:]):
+        raise ValueError(f"videos[1:]: must all be {PLACEHOLDER}")
+    if record.get("images", []) != []:
+        raise ValueError("images: must be empty in a real-time record")
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Question plans for world videos
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Something the model should say under a question."""
+
+    frame: int  # due after this frame
+    text: str
+    type: str  # answer, revision, watch, event
+    value: Any = None
+    accept: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One question with everything it makes the model say."""
+
+    kind: str
+    text: str
+    answer_frame: int | None
+    speeches: tuple[Speech, ...]
+    value: Any
+    accept: tuple[str, ...]
+    busy_until: int  # the next question should come after this frame
+    valid_until: int  # the question's truth is defined up to this frame (records may end there)
+    info: dict = field(default_factory=dict)
+    ask_frame: int = -1
+    ask_frac: float = 0.5
+
+
+class _Scene:
+    """Read-only look-ups over a world video's states."""
+
+    def __init__(self, video: Video):
+        self.video, self.states, self.F = video, video.states, video.n_frames
+        self.first_seen: dict[int, int] = {}
+        self.looks = [{(o.colour, o.shape) for o in st.objects} for st in self.states]
+        for st in self.states:
+            for o in st.objects:
+                self.first_seen.setdefault(o.oid, st.index)
+
+    def objs(self, f: int) -> tuple[ObjectState, ...]:
+        return self.states[f].objects
+
+    def match(self, f: int, **attrs: str) -> list[ObjectState]:
+        return [o for o in self.objs(f) if all(getattr(o, k) == v for k, v in attrs.items())]
+
+    def get(self, f: int, oid: int) -> ObjectState | None:
+        return next((o for o in self.objs(f) if o.oid == oid), None)
+
+
+def _pick(rng: np.random.Generator, items: Sequence) -> Any:
+    return items[int(rng.integers(len(items)))]
+
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith(("s", "x")) else "s")
+
+
+def _count_text(n: int, noun: str, now: bool) -> str:
+    body = f"are no {_plural(noun)}" if n == 0 else f"is 1 {noun}" if n == 1 else f"are {n} {_plural(noun)}"
+    return ("Now there " if now else "There ") + body + "."
+
+
+def _revising(sc: _Scene, ans: int, until: int, value, say, say_again, accept) -> list[Speech]:
+    """The answer at `ans`, then a revision on every frame up to `until` where the value changes."""
+    out = [Speech(ans, say(value(ans)), "answer", value(ans), accept(value(ans)))]
+    for f in range(ans + 1, until + 1):
+        v = value(f)
+        if v != value(f - 1):
+            out.append(Speech(f, say_again(v), "revision", v, accept(v)))
+    return out
+
+
+def _plan_count(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    mode, flt, noun = _pick(rng, ["all", "all", "all", "colour", "shape"]), {}, "object"
+    vis = sc.objs(ans)
+    if mode == "colour":
+        c = _pick(rng, sorted({o.colour for o in vis}) if vis and rng.random() < 0.7 else list(COLOURS))
+        flt, noun = {"colour": c}, f"{c} object"
+    elif mode == "shape":
+        s = _pick(rng, sorted({o.shape for o in vis}) if vis and rng.random() < 0.7 else list(SHAPES))
+        flt, noun = {"shape": s}, s
+    p = _plural(noun)
+    q = _pick(
+        rng, [f"How many {p} are there?", f"How many {p} can you see?", f"Count the {p} on the screen."]
+    )
+
+    def value(f):
+        return len(sc.match(f, **flt))
+
+    def accept(n):
+        return ("no",) if n == 0 else (str(n),)
+
+    sp = _revising(
+        sc,
+        ans,
+        sc.F - 1,
+        value,
+        lambda n: _count_text(n, noun, False),
+        lambda n: _count_text(n, noun, True),
+        accept,
+    )
+    return Plan("count", q, ans, tuple(sp), value(ans), accept(value(ans)), ans, sc.F - 1, {"filter": flt})
+
+
+def _plan_colour(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    cands = []
+    for o in sc.objs(ans):
+        for ref in ({"shape": o.shape}, {"size": o.size, "shape": o.shape}):
+            if [p.oid for p in sc.match(ans, **ref)] == [o.oid] == [p.oid for p in sc.match(a, **ref)]:
+                cands.append((o, ref))
+                break
+    if not cands:
+        return None
+    o, ref = _pick(rng, cands)
+    name = " ".join(ref.values())
+
+    def colour(f):
+        m = sc.match(f, **ref)
+        return m[0].colour if len(m) == 1 and m[0].oid == o.oid else None
+
+    valid = ans
+    while valid + 1 < sc.F and colour(valid + 1) is not None:
+        valid += 1
+    q = _pick(
+        rng,
+        [f"What colour is the {name}?", f"What is the colour of the {name}?", f"Which colour is the {name}?"],
+    )
+    sp = _revising(
+        sc,
+        ans,
+        valid,
+        colour,
+        lambda c: f"The {name} is {c}.",
+        lambda c: f"Now the {name} is {c}.",
+        lambda c: (c,),
+    )
+    return Plan("colour", q, ans, tuple(sp), o.colour, (o.colour,), ans, valid, {"oid": o.oid, "ref": name})
+
+
+def _plan_display(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    if sc.video.display is None:
+        return None
+
+    def value(f):
+        return sc.states[f].display
+
+    q = _pick(rng, ["What number does the display show?", "What does the display read?", "Read the display."])
+    sp = _revising(
+        sc,
+        ans,
+        sc.F - 1,
+        value,
+        lambda v: f"The display shows {v}.",
+        lambda v: f"Now the display shows {v}.",
+        lambda v: (str(v),),
+    )
+    return Plan("display", q, ans, tuple(sp), value(ans), (str(value(ans)),), ans, sc.F - 1)
+
+
+def _plan_list(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    objs = sc.objs(ans)
+    items = listing(objs)
+    value = [object_phrase(o) for o in sorted(objs, key=lambda o: (o.x, o.y))]
+    text = f"I see {join_list(items)}." if items else "I see no objects."
+    accept = tuple(value) or ("no",)
+    q = _pick(rng, ["What do you see?", "What objects are on the screen?", "Describe the objects you see."])
+    return Plan("list", q, ans, (Speech(ans, text, "answer", value, accept),), value, accept, ans, sc.F - 1)
+
+
+def _plan_presence(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    seen = sc.looks[a] | sc.looks[ans]
+    both = sorted(sc.looks[a] & sc.looks[ans])
+    if both and rng.random() < 0.5:
+        (c, s), present = _pick(rng, both), True
+    else:  # absent, preferably sharing a colour or a shape with something on screen (a decoy)
+        decoys = [(c2, s) for c, s in seen for c2 in COLOURS] + [(c, s2) for c, s in seen for s2 in SHAPES]
+        absent = sorted({look for look in decoys if look not in seen})
+        if not absent:
+            absent = sorted({(c, s) for c in COLOURS for s in SHAPES} - seen)
+        (c, s), present = _pick(rng, absent), False
+    name = f"{c} {s}"
+    q = _pick(rng, [f"Is there {with_article(name)}?", f"Do you see {with_article(name)}?"])
+    text = f"Yes, there is {with_article(name)}." if present else f"No, there is no {name}."
+    accept = ("yes",) if present else ("no",)
+    sp = (Speech(ans, text, "answer", present, accept),)
+    return Plan("presence", q, ans, sp, present, accept, ans, sc.F - 1, {"colour": c, "shape": s})
+
+
+def _steady(v: float) -> bool:
+    return min(abs(v - 1 / 3), abs(v - 2 / 3)) > 0.05  # far enough from a region border to be unambiguous
+
+
+def _plan_position(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    cands = []
+    for o in sc.objs(ans):
+        p = sc.get(a, o.oid)
+        if p is None or p.colour != o.colour or position_name(p.x, p.y) != position_name(o.x, o.y):
+            continue
+        if all(_steady(v) for v in (o.x, o.y, p.x, p.y)):
+            cands.append(o)
+    if not cands:
+        return None
+    o = _pick(rng, cands)
+    name, region = f"{o.colour} {o.shape}", position_name(o.x, o.y)
+    q = _pick(rng, [f"Where is the {name}?", f"Where is the {name} on the screen?"])
+    sp = (Speech(ans, f"The {name} is {position_phrase(region)}.", "answer", region, (region,)),)
+    return Plan("position", q, ans, sp, region, (region,), ans, sc.F - 1, {"oid": o.oid})
+
+
+def _decoys(sc: _Scene, c: str, s: str, f0: int, f1: int) -> list[str]:
+    """Objects in frames f0..f1 that share the colour or the shape of (c, s) but not both."""
+    found = {(oc, os) for f in range(f0, f1 + 1) for oc, os in sc.looks[f] if (oc == c) != (os == s)}
+    return sorted(f"{oc} {os}" for oc, os in found)
+
+
+def _plan_watch(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    looks = [(c, s) for c in COLOURS for s in SHAPES]
+    comes = rng.random() < 0.7
+    pick = None
+    if comes:
+        cands = []
+        for c, s in looks:
+            if (c, s) in sc.looks[a]:
+                continue
+            fe = next((f for f in range(a + 1, min(sc.F, a + 16)) if (c, s) in sc.looks[f]), None)
+            if fe is not None:
+                cands.append((c, s, fe, _decoys(sc, c, s, a, fe)))
+        tricky = [x for x in cands if x[3]]
+        if cands:
+            pick = _pick(rng, tricky if tricky and rng.random() < 0.8 else cands)
+        comes = pick is not None
+    if not comes:
+        cands = [(c, s) for c, s in looks if not any((c, s) in sc.looks[f] for f in range(a, sc.F))]
+        cands = [(c, s, None, _decoys(sc, c, s, a, sc.F - 1)) for c, s in cands]
+        tricky = [x for x in cands if x[3]]
+        pick = _pick(rng, tricky if tricky and rng.random() < 0.9 else cands)
+    c, s, fe, decoys = pick
+    name = f"{c} {s}"
+    art = with_article(name)
+    q = _pick(
+        rng, [f"Tell me when {art} appears.", f"Let me know when you see {art}.", f"Say when {art} shows up."]
+    )
+    sp = (Speech(fe, sentence(f"{art} appeared"), "watch", True, (name,)),) if comes else ()
+    info = {"colour": c, "shape": s, "comes": comes, "event_frame": fe, "decoys": decoys}
+    return Plan("watch", q, None, sp, fe, (), fe if comes else sc.F - 1, sc.F - 1, info)
+
+
+def _plan_order(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    colours: dict[int, set[str]] = defaultdict(set)
+    owners: dict[tuple[str, str], set[int]] = defaultdict(set)
+    shape = {}
+    for f in range(a + 1):
+        for o in sc.objs(f):
+            colours[o.oid].add(o.colour)
+            owners[(o.colour, o.shape)].add(o.oid)
+            shape[o.oid] = o.shape
+    ok = [i for i in colours if len(colours[i]) == 1 and owners[(next(iter(colours[i])), shape[i])] == {i}]
+    pairs = [(i, j) for i in ok for j in ok if sc.first_seen[i] < sc.first_seen[j]]
+    if not pairs:
+        return None
+    i, j = _pick(rng, pairs)
+    first, second = (f"{next(iter(colours[k]))} {shape[k]}" for k in (i, j))
+    x, y = (first, second) if rng.random() < 0.5 else (second, first)
+    q = _pick(rng, [f"Which appeared first, the {x} or the {y}?", f"Which came first: the {x} or the {y}?"])
+    sp = (Speech(ans, f"The {first} appeared first.", "answer", first, (first,)),)
+    return Plan("order", q, ans, sp, first, (first,), ans, sc.F - 1, {"oids": [i, j]})
+
+
+_RELATIONS = {"left of": ("x", -1), "right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}
+_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def _plan_spatial(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    cands = []
+    for p in sc.objs(ans):
+        for q in sc.objs(ans):
+            p0, q0 = sc.get(a, p.oid), sc.get(a, q.oid)
+            if p.oid == q.oid or p0 is None or q0 is None or (p0.colour, q0.colour) != (p.colour, q.colour):
+                continue
+            for axis in ("x", "y"):
+                d1, d0 = getattr(p, axis) - getattr(q, axis), getattr(p0, axis) - getattr(q0, axis)
+                if abs(d1) >= 0.15 and abs(d0) >= 0.15 and d1 * d0 > 0:
+                    cands.append((p, q, axis, 1 if d1 > 0 else -1))
+    if not cands:
+        return None
+    p, q, axis, sign = _pick(rng, cands)
+    rel = _pick(rng, [r for r, (ax, _) in _RELATIONS.items() if ax == axis])
+    truth = _RELATIONS[rel][1] == sign
+    pn, qn = f"{p.colour} {p.shape}", f"{q.colour} {q.shape}"
+    text = f"Yes, the {pn} is {rel} the {qn}." if truth else f"No, the {pn} is {_OPPOSITE[rel]} the {qn}."
+    accept = ("yes",) if truth else ("no",)
+    sp = (Speech(ans, text, "answer", truth, accept),)
+    return Plan("spatial", f"Is the {pn} {rel} the {qn}?", ans, sp, truth, accept, ans, sc.F - 1)
+
+
+def _plan_narrate(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
+    by_frame: dict[int, list[str]] = defaultdict(list)
+    for ev in sc.video.events:
+        if ev.frame > a:
+            by_frame[ev.frame].append(describe_event(ev, sc.video))
+    if not by_frame:
+        return None
+    sp = tuple(Speech(f, " ".join(t), "event", len(t)) for f, t in sorted(by_frame.items()))
+    q = _pick(rng, ["Tell me what happens.", "Describe any changes you see.", "Tell me about every change."])
+    return Plan("narrate", q, None, sp, None, (), min(sc.F - 1, a + 6), sc.F - 1)
+
+
+PLANNERS: dict[str, Callable[[_Scene, int, int, np.random.Generator], Plan | None]] = {
+    "count": _plan_count,
+    "colour": _plan_colour,
+    "display": _plan_display,
+    "list": _plan_list,
+    "presence": _plan_presence,
+    "position": _plan_position,
+    "watch": _plan_watch,
+    "order": _plan_order,
+    "spatial": _plan_spatial,
+    "narrate": _plan_narrate,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+class Rewriter(Protocol):
+    """Paraphrases one question or answer; must keep its meaning (values are checked for answers)."""
+
+    def rewrite(self, text: str, role: str) -> str:  # role: "question" or "answer"
+        ...
+
+
+def world_record(
+    video: Video,
+    rng: np.random.Generator,
+    cfg: SynthConfig = SynthConfig(),
+    rewriter: Rewriter | None = None,
+    rewrite_answers: bool = False,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> dict | None:
+    """One real-time record with 1..max_questions questions about a world video (None if too short)."""
+    sc, F = _Scene(video), video.n_frames
+    if F < 4:
+        return None
+    names = [k for k, _ in cfg.kinds]
+    weights = np.asarray([w for _, w in cfg.kinds], float)
+    n_q = 1 + int(rng.choice(3, p=[0.5, 0.35, 0.15]))
+    n_q = min(n_q, cfg.max_questions)
+    plans: list[Plan] = []
+    a, frac = int(rng.integers(1, max(2, F // 3))), float(rng.uniform(0.1, 0.9))
+    while len(plans) < n_q and a <= F - 2:
+        ans = a if rng.random() < cfg.p_immediate else a + 1
+        plan = None
+        order = rng.choice(names, size=len(names), replace=False, p=weights / weights.sum())
+        used = {p.kind for p in plans}
+        for kind in sorted(order, key=lambda k: k in used):  # a kind already asked only as a last resort
+            plan = PLANNERS[str(kind)](sc, a, ans, rng)
+            if plan is not None:
+                break
+        if plan is None:
+            a += 1
+            continue
+        plans.append(replace(plan, ask_frame=a, ask_frac=frac))
+        if plan.answer_frame is not None and plan.answer_frame > a and rng.random() < cfg.p_barge_in:
+            a, frac = plan.answer_frame, float(rng.uniform(0.02, 0.15))  # lands mid-answer
+        else:
+            lo = max(plan.busy_until + 1, a + cfg.min_gap)
+            a, frac = int(rng.integers(lo, lo + cfg.max_gap)), float(rng.uniform(0.1, 0.9))
+        if a > plan.valid_until:
+            break
+    if not plans:
+        return None
+    n_frames = min(F, plans[-1].valid_until + 1)
+    base = {
+        "source": "world",
+        "video": f"{cfg.video_dir}/{video.path}" if cfg.video_dir else video.path,
+        "seed": video.seed,
+        "duration_s": video.duration_s,
+        "world_config": asdict(video.config),
+    }
+    if rewriter is not None:
+        plans = [_rewrite_plan(p, rewriter, rewrite_answers) for p in plans]
+    return _assemble(plans, n_frames, video.fps, base, cfg, count_tokens)
+
+
+def _assemble(
+    plans: list[Plan], n_frames: int, fps: float, base: dict, cfg: SynthConfig, count_tokens
+) -> dict:
+    """Lay the plans out as messages and write the ground truth."""
+    speeches: list[tuple[int, str]] = []
+    owner: list[tuple[int, Speech]] = []
+    asks = []
+    last = [plans[i + 1].ask_frame if i + 1 < len(plans) else n_frames - 1 for i in range(len(plans))]
+    for i, p in enumerate(plans):
+        answer = None
+        for s in p.speeches:
+            if s.frame > last[i]:
+                continue
+            if s.type == "answer" and s.frame == p.ask_frame:
+                answer = len(speeches)
+            speeches.append((s.frame, s.text))
+            owner.append((i, s))
+        asks.append(Ask(p.ask_frame, p.ask_frac, p.text, answer))
+    tpf = cfg.tokens_per_second / fps
+    messages, layout = build_messages(n_frames, asks, speeches, tpf, count_tokens)
+    silent = [f for f, k in enumerate(layout.frame_kind) if k == "silence"]
+    questions = []
+    for i, p in enumerate(plans):
+        spoken = [
+            {
+                "frame": s.frame,
+                "type": s.type,
+                "value": s.value,
+                "accept": list(s.accept),
+                "text": s.text,
+                "spoken_frame": layout.spoken_frame[j],
+                "cut": layout.cut[j],
+            }
+            for j, (qi, s) in enumerate(owner)
+            if qi == i
+        ]
+        questions.append(
+            {
+                "qid": i,
+                "kind": p.kind,
+                "text": p.text,
+                "ask_frame": p.ask_frame,
+                "ask_frac": round(p.ask_frac, 3),
+                "answer_frame": p.answer_frame,
+                "last_frame": last[i],
+                "value": p.value,
+                "accept": list(p.accept),
+                "speech": spoken,
+                "silent_frames": [f for f in silent if p.ask_frame < f <= last[i]],
+                "info": p.info,
+            }
+        )
+    videos = [INFO_PREFIX + json.dumps({"video_path": base["video"], "time_info": time_info(n_frames, fps)})]
+    meta = {"version": 1, "source": base["source"], "video": base["video"]}
+    meta.update({k: base.get(k) for k in ("seed", "duration_s", "world_config")})
+    meta.update(
+        fps=fps,
+        n_frames=n_frames,
+        tokens_per_second=cfg.tokens_per_second,
+        silent_frames=silent,
+        questions=questions,
+    )
+    return {
+        "messages": messages,
+        "images": [],
+        "videos": videos + [PLACEHOLDER] * (n_frames - 1),
+        "meta": meta,
+    }
+
+
+def caption_record(
+    dc: DenseCaptions,
+    rng: np.random.Generator,
+    cfg: SynthConfig = SynthConfig(),
+    rewriter: Rewriter | None = None,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> dict | None:
+    """ "What is happening now?" over external captions: answered from the caption active at the answer
+    frame, re-answered whenever a newer caption starts, silent between captions."""
+    fps = cfg.fps
+    F = min(int(dc.duration * fps + 1e-9), cfg.max_frames)
+    if F < 3:
+        return None
+    spans = []  # (first frame, end frame exclusive, caption index)
+    for i, c in enumerate(dc.captions):
+        sf = math.ceil(c.start * fps - 1e-9)
+        if sf < F:
+            spans.append((sf, min(F, max(sf + 1, math.ceil(c.end * fps - 1e-9))), i))
+
+    def active(f: int) -> int | None:
+        live = [(sf, i) for sf, ef, i in spans if sf <= f < ef]
+        return max(live)[1] if live else None  # the most recently started caption
+
+    immediate = rng.random() < cfg.p_immediate
+    cands = [
+        a for a in range(F - 1) if active(a) is not None and active(a if immediate else a + 1) is not None
+    ]
+    if not cands:
+        return None
+    a = _pick(rng, cands[: max(1, int(len(cands) * 0.6))])
+    ans = a if immediate else a + 1
+    start = {i: sf for sf, _, i in spans}
+
+    def say(i: int) -> str:
+        return sentence(dc.captions[i].sentence)
+
+    sp = [Speech(ans, say(active(ans)), "answer", active(ans))]
+    for f in range(ans + 1, F):
+        i = active(f)
+        if i is not None and i != active(f - 1) and start[i] == f:
+            sp.append(Speech(f, say(i), "revision", i))
+    q = _pick(rng, ["What is happening now?", "What's going on right now?", "Tell me what is happening."])
+    plan = Plan("now", q, ans, tuple(sp), active(ans), (), ans, F - 1, {}, a, float(rng.uniform(0.1, 0.9)))
+    if rewriter is not None:
+        plan = _rewrite_plan(plan, rewriter, False)
+    return _assemble([plan], F, fps, {"source": "captions", "video": dc.video}, cfg, count_tokens)
+
+
+def world_offline_record(video: Video, rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> dict:
+    """One offline QA record (the whole video, one question) in the reference offline format."""
+    sc, last = _Scene(video), video.n_frames - 1
+    options = ["describe", "count_total", "final_list"] + (["final_display"] if video.display else [])
+    plan = _plan_order(sc, last, last, rng)
+    if plan is not None:
+        options.append("order")
+    kind = _pick(rng, options)
+    if kind == "describe":
+        q, value = "Describe what happens in the video.", [describe_event(e, video) for e in video.events]
+        a = " ".join(value) if value else "Nothing changes in the video."
+    elif kind == "count_total":
+        value = len(sc.first_seen)
+        q, a = "How many different objects appear in the video?", f"{value} different objects appear."
+        if value == 1:
+            a = "1 object appears."
+    elif kind == "final_list":
+        objs = sorted(sc.objs(last), key=lambda o: (o.x, o.y))  # the order listing() speaks them in
+        items, value = listing(sc.objs(last)), [object_phrase(o) for o in objs]
+        q, a = "What is on the screen at the end of the video?", f"At the end I see {join_list(items)}."
+        if not items:
+            a = "At the end there are no objects."
+    elif kind == "final_display":
+        value = sc.states[last].display
+        q, a = "What number does the display show at the end?", f"At the end the display shows {value}."
+    else:
+        q, a, value = plan.text, plan.speeches[0].text, plan.value
+    path = f"{cfg.video_dir}/{video.path}" if cfg.video_dir else video.path
+    meta = {
+        "version": 1,
+        "source": "world",
+        "video": path,
+        "seed": video.seed,
+        "duration_s": video.duration_s,
+    }
+    meta.update(world_config=asdict(video.config), fps=video.fps, n_frames=video.n_frames)
+    meta["questions"] = [{"qid": 0, "kind": kind, "text": q, "value": value, "answer": a}]
+    return _offline(q, a, path, meta)
+
+
+def caption_offline_record(dc: DenseCaptions, cfg: SynthConfig = SynthConfig()) -> dict | None:
+    if not dc.captions:
+        return None
+    q, a = "What happens in the video?", " ".join(sentence(c.sentence) for c in dc.captions)
+    n = int(dc.duration * cfg.fps + 1e-9)
+    meta = {"version": 1, "source": "captions", "video": dc.video, "fps": cfg.fps, "n_frames": n}
+    meta["questions"] = [{"qid": 0, "kind": "describe", "text": q, "value": None, "answer": a}]
+    return _offline(q, a, dc.video, meta)
+
+
+def _offline(q: str, a: str, path: str, meta: dict) -> dict:
+    messages = [{"role": "user", "content": VIDEO + q}, {"role": "assistant", "content": a}]
+    return {"messages": messages, "videos": [path], "meta": meta}
+
+
+def video_from_meta(meta: dict) -> Video:
+    if meta.get("source") != "world" or meta.get("seed") is None:
+        raise ValueError("only world records can be rendered; an external video comes from its file")
+    return make_video(meta["seed"], meta["duration_s"], WorldConfig(**meta["world_config"]))
+
+
+def frames_for_record(
+    record: dict, size: int | tuple[int, int] = (64, 64), n: int | None = None
+) -> np.ndarray:
+    """The frames a world record refers to, (F, H, W, 3) uint8 RGB, without any file: one per
+    <|video|> for a real-time record, the whole video for an offline one (or the first n)."""
+    meta = record.get("meta")
+    if not isinstance(meta, dict):
+        raise ValueError("record has no 'meta': it was not made by engine.data.synth")
+    return video_from_meta(meta).frames(size, n=meta["n_frames"] if n is None else n)
+
+
+@dataclass(frozen=True)
+class WorldFrames:
+    """engine.data.loader's FrameProvider for world records: frames rendered from meta, no files."""
+
+    size: int | tuple[int, int] = (64, 64)
+
+    def __call__(self, record: dict, n_frames: int) -> np.ndarray:
+        return frames_for_record(record, self.size, n_frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paraphrasing (off by default)
+
+_REWRITE_PROMPT = (
+    "Paraphrase the user's {role} for a video assistant dataset. Keep its meaning, every number, colour, "
+    "shape and position word. Reply with the paraphrase only, one sentence."
+)
+
+
+def _clean(text: str) -> str:
+    text = _MARKUP.sub("", text).strip().strip('"').strip()
+    return " ".join(text.split())
+
+
+def _rewrite_plan(plan: Plan, rewriter: Rewriter, answers: bool) -> Plan:
+    q = _clean(rewriter.rewrite(plan.text, "question")) or plan.text
+    speeches = plan.speeches
+    if answers:
+        out = []
+        for s in speeches:
+            new = _clean(rewriter.rewrite(s.text, "answer"))
+            keeps = all(re.search(rf"\b{re.escape(x)}\b", new, re.I) for x in s.accept)
+            out.append(replace(s, text=new) if new and keeps else s)  # never trade a value for style
+        speeches = tuple(out)
+    return replace(plan, text=q, speeches=speeches)
+
+
+class OpenAIRewriter:
+    """Any OpenAI-compatible server (vLLM, llama.cpp, ...): POST {base_url}/v1/chat/completions."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, temperature: float = 0.7):
+        base = base_url.rstrip("/")
+        self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
+        self.model, self.api_key, self.temperature = model, api_key, temperature
+
+    def rewrite(self, text: str, role: str) -> str:
+        body = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": _REWRITE_PROMPT.format(role=role)},
+                {"role": "user", "content": text},
+            ],
+            "temperature": self.temperature,
+            "max_tokens": 96,
+        }
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            out = json.loads(r.read().decode("utf-8"))
+        return out["choices"][0]["message"]["content"]
+
+
+class TransformersRewriter:
+    """A local instruction-tuned causal LM through transformers (loaded on first use)."""
+
+    def __init__(self, model: str, device: str = "cpu", max_new_tokens: int = 64):
+        self.name, self.device, self.max_new_tokens = model, device, max_new_tokens
+        self._tok = self._model = None
+
+    def rewrite(self, text: str, role: str) -> str:
+        if self._model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.name)
+            self._model = AutoModelForCausalLM.from_pretrained(self.name).to(self.device).eval()
+        chat = [
+            {"role": "system", "content": _REWRITE_PROMPT.format(role=role)},
+            {"role": "user", "content": text},
+        ]
+        ids = self._tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt").to(
+            self.device
+        )
+        out = self._model.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=True, temperature=0.7)
+        return self._tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """ "0-99", "7", "0-9,20-29" -> seeds."""
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"--seeds: expected N, N-M or a comma list of those, got {spec!r}")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engine.data.synth", description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", default="0-99", help="world seeds: N, N-M or a comma list")
+    ap.add_argument("--out", required=True, help="JSONL file to write")
+    ap.add_argument("--captions", help="external dense captions (JSON); records from them, not the world")
+    ap.add_argument("--tokens-per-second", type=float, default=38.0)
+    ap.add_argument("--fps", type=float, default=1.0)
+    ap.add_argument("--offline", action="store_true", help="offline QA records instead of real-time ones")
+    ap.add_argument("--records-per-video", type=int, default=1)
+    ap.add_argument("--p-immediate", type=float, default=SynthConfig.p_immediate)
+    ap.add_argument("--video-dir", default="world", help="world videos are named VIDEO_DIR/world_SEED.mp4")
+    ap.add_argument("--write-videos", action="store_true", help="also write the world mp4s next to --out")
+    ap.add_argument("--video-size", default="360x640", help="HxW (or N) of written videos")
+    ap.add_argument("--rewrite-url", help="OpenAI-compatible server for paraphrasing (off by default)")
+    ap.add_argument("--rewrite-model", help="model name on that server")
+    ap.add_argument("--rewrite-key-env", help="environment variable holding the server's API key")
+    ap.add_argument("--rewrite-answers", action="store_true", help="paraphrase answers too (values checked)")
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    seeds = parse_seeds(args.seeds)
+    cfg = SynthConfig(
+        tokens_per_second=args.tokens_per_second,
+        fps=args.fps,
+        p_immediate=args.p_immediate,
+        video_dir=args.video_dir,
+    )
+    rewriter = None
+    if args.rewrite_url:
+        if not args.rewrite_model:
+            raise ValueError("--rewrite-url needs --rewrite-model")
+        key = os.environ.get(args.rewrite_key_env) if args.rewrite_key_env else None
+        rewriter = OpenAIRewriter(args.rewrite_url, args.rewrite_model, key)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    size = tuple(int(x) for x in args.video_size.lower().split("x")) if args.video_size else (360, 640)
+    size = size * 2 if len(size) == 1 else size
+    kinds: Counter = Counter()
+    n = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for rec in _records(args, seeds, cfg, rewriter, out.parent, size):
+            if not args.offline:
+                check_realtime_record(rec)  # a failure here is a bug in this module
+            kinds.update(q["kind"] for q in rec["meta"]["questions"])
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    print(f"wrote {n} records to {out}; questions: {dict(sorted(kinds.items()))}", file=sys.stderr)
+    return 0
+
+
+def _records(args, seeds, cfg: SynthConfig, rewriter, root: Path, size):
+    if args.captions:
+        for i, dc in enumerate(load_captions(args.captions)):
+            for j in range(args.records_per_video):
+                rng = np.random.default_rng([seeds[0] if seeds else 0, i, j, 2])
+                rec = (
+                    caption_offline_record(dc, cfg)
+                    if args.offline
+                    else caption_record(dc, rng, cfg, rewriter)
+                )
+                if rec is not None:
+                    yield rec
+        return
+    for seed in seeds:
+        video = make_video(seed, config=WorldConfig(fps=args.fps))
+        if args.write_videos:
+            (root / cfg.video_dir).mkdir(parents=True, exist_ok=True)
+            write_video(video, str(root / cfg.video_dir / video.path), size)
+        for j in range(args.records_per_video):
+            rng = np.random.default_rng([seed, j, 1])  # apart from the world's own stream
+            if args.offline:
+                yield world_offline_record(video, rng, cfg)
+            else:
+                rec = world_record(video, rng, cfg, rewriter, args.rewrite_answers)
+                if rec is not None:
+                    yield rec
+
+
+if __name__ == "__main__":
+    sys.exit(main())

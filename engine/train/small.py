@@ -1,0 +1,250 @@
+"""The small embedded model: its config preset, its short system prompt, its tokenizer corpus, and the
+synthetic records it trains on (procedural world videos, rendered on the fly).
+
+Records come from `engine.data.synth` when it offers a seed -> record function; otherwise from the
+minimal builder below (count / colour / list questions with silence and revisions), which keeps the
+trainer usable and testable on its own. Every record carries `meta` = {"seed", "duration", "kind"}
+so that its frames can be re-rendered from the seed.
+
+Held-out evaluation seeds (EVAL_SEEDS) are never drawn: training seeds start at TRAIN_SEED_BASE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine import protocol
+from engine.config import MOSS, ModelConfig, TextConfig, VisionConfig
+from engine.data.loader import REALTIME_INFO
+
+TRAIN_SEED_BASE = 10_000
+EVAL_SEEDS = range(1000, 1100)
+FRAME_SIZE = 64
+# Short real-time prompt of the small model (the reference prompt costs ~200 tokens per stream).
+# The runtime must use the same prompt: it is written to generation.json next to the weights.
+SMALL_SYSTEM_PROMPT = (
+    "You watch the camera in real time. Answer from what you see; when you cannot answer or have "
+    f"finished, output {protocol.SILENCE}."
+)
+
+
+def small_config(vocab_size: int, image_token_id: int) -> ModelConfig:
+    """~6 M parameters: 64x64 frames, patch 8 (8x8 grid + CLS = 65 tokens per frame, no pooling)."""
+    vision = VisionConfig(
+        hidden_size=128,
+        num_layers=4,
+        num_global_layers=1,
+        num_heads=4,
+        intermediate_size=512,
+        image_size=FRAME_SIZE,
+        patch_size=8,
+        max_num_tiles=1,
+        max_aspect_ratio_id=1,
+        intermediate_layers=(1, 3),
+        vision_output_dim=128 * 3,
+    )
+    text = TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=256,
+        num_layers=6,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=768,
+        rope_theta=10000.0,
+        rope_scaling=None,
+        cross_attention_layers=(1, 3, 5),
+        max_position_embeddings=4096,
+    )
+    video = dataclasses.replace(MOSS, pool_stride=1, image_token_id=image_token_id)
+    cfg = ModelConfig(vision=vision, text=text, video=video)
+    cfg.validate()
+    return cfg
+
+
+def write_generation_json(folder: str | Path, system_prompt: str) -> None:
+    p = Path(folder) / "generation.json"
+    p.write_text(json.dumps({"system_prompt": system_prompt}, indent=2) + "\n", encoding="utf-8")
+
+
+# ---- records ----------------------------------------------------------------------------------------
+
+STAGE_MIX = {  # kind -> probability, per stage (a stage mixes in a few records of the other kinds)
+    "align": {"caption": 0.8, "offline": 0.1, "realtime": 0.1},
+    "offline": {"caption": 0.1, "offline": 0.8, "realtime": 0.1},
+    "realtime": {"caption": 0.05, "offline": 0.15, "realtime": 0.8},
+}
+
+
+def seed_for(index: int, rank: int = 0, world: int = 1) -> int:
+    """Training seed of the index-th record of one rank: disjoint across ranks, never an eval seed."""
+    return TRAIN_SEED_BASE + index * world + rank
+
+
+def synthetic_record(seed: int, stage: str, system_prompt: str = SMALL_SYSTEM_PROMPT) -> dict:
+    if seed in EVAL_SEEDS:
+        raise ValueError(f"seed {seed} is a held-out evaluation seed")
+    rng = np.random.default_rng([seed, 7])
+    mix = STAGE_MIX[stage]
+    kind = str(rng.choice(list(mix), p=list(mix.values())))
+    rec = _from_synth(seed, kind, system_prompt)
+    if rec is None:
+        rec = _fallback_record(seed, kind, system_prompt, rng)
+    return rec
+
+
+def _from_synth(seed: int, kind: str, system_prompt: str) -> dict | None:
+    """engine.data.synth's record for (seed, kind), when that module offers one (API may vary)."""
+    try:
+        from engine.data import synth  # noqa: F401
+    except Exception:
+        return None
+    fn = getattr(synth, "record_for_seed", None)
+    if fn is None:
+        return None
+    try:
+        rec = fn(seed, kind=kind, system_prompt=system_prompt, size=FRAME_SIZE)
+    except TypeError:
+        return None
+    if rec is not None and "meta" in rec and "seed" in rec["meta"]:
+        return rec
+    return None
+
+
+def _video(seed: int, duration: int):
+    from engine.data.world import make_video
+
+    return make_video(seed, duration)
+
+
+def _names(objs) -> list[str]:
+    return [f"a {o.colour} {o.shape}" for o in objs]
+
+
+def _list_text(objs) -> str:
+    if not objs:
+        return "Nothing is on screen."
+    n = _names(objs)
+    s = n[0] if len(n) == 1 else ", ".join(n[:-1]) + " and " + n[-1]
+    return s[0].upper() + s[1:] + "."
+
+
+def _count_text(n: int) -> str:
+    words = ["no", "one", "two", "three", "four", "five", "six"]
+    w = words[n] if n < len(words) else str(n)
+    return f"There {'is' if n == 1 else 'are'} {w} shape{'' if n == 1 else 's'}."
+
+
+def _question(rng, objs):
+    """A question about the current frame -> (question, answer_fn(state) -> str)."""
+    shapes = {}
+    for o in objs:
+        shapes.setdefault(o.shape, []).append(o)
+    unique = [s for s, v in shapes.items() if len(v) == 1]
+    kinds = ["count", "list"] + (["colour"] * 2 if unique else [])
+    k = str(rng.choice(kinds))
+    if k == "count":
+        return "How many shapes are on screen?", lambda st: _count_text(len(st.objects))
+    if k == "list":
+        return "What is on screen?", lambda st: _list_text(st.objects)
+    shape = str(rng.choice(unique))
+
+    def colour(st):
+        c = [o.colour for o in st.objects if o.shape == shape]
+        if not c:
+            return f"I see no {shape}."
+        return f"The {shape} is {c[0]}." if len(c) == 1 else f"The {shape}s are " + " and ".join(c) + "."
+
+    return f"What colour is the {shape}?", colour
+
+
+def _fallback_record(seed: int, kind: str, system_prompt: str, rng) -> dict:
+    duration = int(rng.integers(12, 25))
+    v = _video(seed, duration)
+    meta = {"seed": seed, "duration": duration, "kind": kind, "size": FRAME_SIZE}
+    path = v.path
+    if kind == "caption":  # one frame, describe it
+        i = int(rng.integers(0, v.n_frames))
+        meta["frame"] = i
+        return {
+            "messages": [
+                {"role": "user", "content": f"{protocol.IMAGE}What is on screen?"},
+                {"role": "assistant", "content": _list_text(v.states[i].objects)},
+            ],
+            "images": [f"{path}#{i}"],
+            "meta": meta,
+        }
+    if kind == "offline":  # whole video, question about the last frame or the count over time
+        st = v.states[-1]
+        q, ans = _question(rng, st.objects)
+        q = q.replace("on screen", "on screen at the end")
+        return {
+            "messages": [
+                {"role": "system", "content": system_prompt},
+                {"role": "user", "content": f"{protocol.VIDEO}{q}"},
+                {"role": "assistant", "content": ans(st)},
+            ],
+            "videos": [path],
+            "meta": meta,
+        }
+    # real-time: silence per frame, a question at frame qf, answer, revisions when the answer changes
+    qf = int(rng.integers(1, max(2, v.n_frames - 3)))
+    q, ans = _question(rng, v.states[qf].objects)
+    parts = [protocol.SILENCE + protocol.VIDEO for _ in range(qf)]
+    msgs = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": "".join(parts)},
+        {"role": "user", "content": q},
+    ]
+    body, last = [], None
+    for i in range(qf, v.n_frames):
+        a = ans(v.states[i])
+        body.append((a if a != last else protocol.SILENCE) + protocol.VIDEO)
+        last = a
+    msgs.append({"role": "assistant", "content": "".join(body)})
+    times = [f"{i // 60:02d}:{i % 60:02d}" for i in range(v.n_frames)]
+    info = REALTIME_INFO + json.dumps({"video_path": path, "time_info": times})
+    return {"messages": msgs, "videos": [info] + [path] * (v.n_frames - 1), "meta": meta}
+
+
+def record_frames(record: dict, n: int, size: int = FRAME_SIZE) -> np.ndarray:
+    """The record's first n frames, rendered from its seed: (n, size, size, 3) uint8."""
+    try:
+        from engine.data import synth
+
+        fn = getattr(synth, "render_record_frames", None)
+    except Exception:
+        fn = None
+    m = record["meta"]
+    if fn is not None and m.get("kind") not in ("caption", "offline", "realtime"):
+        return fn(record, n, size=size)
+    v = _video(m["seed"], m["duration"])
+    if m.get("kind") == "caption":
+        idx = [m["frame"]] * n
+    else:
+        idx = list(range(n))  # 1 fps: frame k at k seconds (offline sample_times at fps 1)
+    if n == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([v.render(int(i), size) for i in idx])
+
+
+def video_seconds(record: dict):
+    """video_seconds callable for the loader (offline records of the world)."""
+    d = float(record["meta"]["duration"])
+    return lambda path: d
+
+
+def tokenizer_corpus(n_records: int = 400, system_prompt: str = SMALL_SYSTEM_PROMPT) -> list[str]:
+    """Text for the tokenizer: system prompts, questions, answers of training-seed records."""
+    from engine.data import world
+
+    texts = [system_prompt, protocol.REALTIME_SYSTEM_PROMPT]
+    texts += [f"a {c} {s}" for c in world.COLOURS for s in world.SHAPES]
+    for i in range(n_records):
+        rec = synthetic_record(seed_for(i), ("align", "offline", "realtime")[i % 3], system_prompt)
+        texts += [m["content"] for m in rec["messages"]]
+    return texts

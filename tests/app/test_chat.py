@@ -1,0 +1,98 @@
+"""The chat log built from engine events: streaming, revisions, interruptions, and its rendering."""
+
+from __future__ import annotations
+
+from app.chat import ChatLog, clock, render_html
+from app.throttle import Throttle
+from engine import events as E
+
+COLOURS = {"muted": "#888", "accent": "#08f", "error": "#d00"}
+
+
+def feed(log, *events):
+    for ev in events:
+        log.apply(ev)
+
+
+def test_clock_format():
+    assert clock(None) == "--:--"
+    assert clock(5.9) == "0:05"
+    assert clock(65) == "1:05"
+    assert clock(3725) == "1:02:05"
+
+
+def test_question_confirmed_by_turnstart_keeps_one_entry():
+    log = ChatLog()
+    log.add_question("hello?")
+    feed(log, E.TurnStart(2.0, 1, "hello?"))
+    qs = [e for e in log.entries if type(e).__name__ == "Question"]
+    assert len(qs) == 1 and qs[0].t == 2.0 and qs[0].turn == 1
+
+
+def test_revision_marks_the_earlier_answer_superseded():
+    log = ChatLog()
+    feed(
+        log,
+        E.TurnStart(1.0, 1, "q"),
+        E.SpeechStart(1.2, 1, 0),
+        E.Token(1.2, 1, 0, "red"),
+        E.SpeechEnd(1.3, 1, 0, "red"),
+        E.Silence(1.3, 1, 0),
+    )
+    assert log.silent
+    feed(
+        log, E.SpeechStart(9.0, 1, 1, revises=0), E.Revision(9.0, 1, 1, 0, "red"), E.Token(9.0, 1, 1, "blue")
+    )
+    assert log.speaking and not log.silent
+    a0, a1 = log.answers[0], log.answers[1]
+    assert a0.state == "superseded" and a0.superseded_at == 9.0 and a0.superseded_by == 1
+    assert a1.revises == 0
+    html = render_html(log, COLOURS)
+    assert (
+        "<s>red</s>" in html and "superseded at 0:09" in html and "replaces the answer given at 0:01" in html
+    )
+    assert "▍" in html  # still streaming
+
+
+def test_revision_of_unknown_segment_keeps_previous_text():
+    log = ChatLog()
+    feed(log, E.Revision(9.0, 1, 4, 3, "the old answer"), E.Token(9.0, 1, 4, "new"))
+    assert log.answers[3].text == "the old answer" and log.answers[3].state == "superseded"
+    assert log.entries.index(log.answers[3]) < log.entries.index(log.answers[4])
+
+
+def test_interrupted_and_session_end():
+    log = ChatLog()
+    feed(
+        log,
+        E.SpeechStart(1, 1, 0),
+        E.Token(1, 1, 0, "long ans"),
+        E.SpeechEnd(2, 1, 0, "long ans", interrupted=True),
+    )
+    assert log.answers[0].state == "interrupted"
+    feed(log, E.SpeechStart(3, 1, 1), E.SessionEnd(4, "stopped"))
+    assert log.answers[1].state == "interrupted"
+    assert "Session ended (stopped)" in log.plain_text()
+
+
+def test_untrained_model_is_said_plainly():
+    log = ChatLog()
+    feed(log, E.SessionStart(0, "id", "demo", "random", trained=False))
+    assert "untrained" in log.plain_text()
+
+
+def test_text_is_escaped():
+    log = ChatLog()
+    log.add_question("<b>x</b> & y")
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in render_html(log, COLOURS)
+
+
+def test_throttle_coalesces_bursts(qtbot):
+    calls = []
+    t = Throttle(lambda: calls.append(1), interval_ms=30)
+    for _ in range(100):
+        t()
+    assert len(calls) == 1  # the leading call runs at once
+    qtbot.waitUntil(lambda: len(calls) == 2, timeout=1000)  # the burst's tail runs once at the end
+    qtbot.wait(80)
+    assert len(calls) == 2
