@@ -32,6 +32,7 @@ def parse(argv=None) -> TrainArgs:
     p.add_argument("--system-prompt", default=d.system_prompt)
     p.add_argument("--silence-weight", type=float, default=d.silence_weight)
     p.add_argument("--device", default=None)
+    p.add_argument("--time-limit", type=float, default=None, help="seconds; fit steps and schedule into it")
     a = p.parse_args(argv)
     return TrainArgs(**vars(a))
 

@@ -69,6 +69,7 @@ class TrainArgs:
     fixed_batch: bool = False  # tests: repeat the first batch (overfit check)
     progress: bool | None = None
     stop_after: int | None = None  # stop this process at this step (the schedule still ends at `steps`)
+    time_limit: float | None = None  # seconds: shrink `steps` (and the schedule) to finish in time
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -459,6 +460,21 @@ def train(args: TrainArgs) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        if args.time_limit and step == start_step + 50:
+            # fit the run (and its cosine decay) into the time limit, measured on the first 50 steps
+            rate = 50 / max(time.perf_counter() - t0, 1e-9)
+            fit = step + int(rate * max(0.0, args.time_limit - (time.perf_counter() - t0)) * 0.95)
+            if world > 1:  # every rank must stop at the same step (collectives)
+                ft = torch.tensor([fit], device=device)
+                dist.broadcast(ft, 0)
+                fit = int(ft.item())
+            if fit < args.steps:
+                args.steps = end = max(step + 1, fit)
+                if rank == 0:
+                    print(
+                        f"time limit {args.time_limit:g}s: {rate:.2f} steps/s -> {args.steps} steps",
+                        flush=True,
+                    )
         acc += stats
         n_tok = int(batch.attention_mask.sum())
         n_fr = int(batch.frame_counts.sum())

@@ -96,22 +96,32 @@ def synthetic_record(seed: int, stage: str, system_prompt: str = SMALL_SYSTEM_PR
     return rec
 
 
+# Answers are packed for the runtime's real decode speed: the small model decodes >= 150 tok/s on a
+# 2-core CPU, so a whole answer fits between two frames (the reference packed for ~38 tok/s).
+SYNTH_TOKENS_PER_SECOND = 150.0
+
+
 def _from_synth(seed: int, kind: str, system_prompt: str) -> dict | None:
-    """engine.data.synth's record for (seed, kind), when that module offers one (API may vary)."""
-    try:
-        from engine.data import synth  # noqa: F401
-    except Exception:
+    """engine.data.synth's record for (seed, kind): real-time QA, or offline QA (also used for the
+    align stage: its "describe" questions are captions of the whole video)."""
+    from engine.data import synth
+    from engine.data.world import make_video
+
+    rng = np.random.default_rng([seed, 11])
+    cfg = synth.SynthConfig(tokens_per_second=SYNTH_TOKENS_PER_SECOND)
+    video = make_video(seed)
+    rec = (
+        synth.world_record(video, rng, cfg)
+        if kind == "realtime"
+        else synth.world_offline_record(video, rng, cfg)
+    )
+    if rec is None:
         return None
-    fn = getattr(synth, "record_for_seed", None)
-    if fn is None:
-        return None
-    try:
-        rec = fn(seed, kind=kind, system_prompt=system_prompt, size=FRAME_SIZE)
-    except TypeError:
-        return None
-    if rec is not None and "meta" in rec and "seed" in rec["meta"]:
-        return rec
-    return None
+    if rec["messages"][0]["role"] == "system":
+        rec["messages"][0]["content"] = system_prompt
+    rec["meta"]["kind"] = kind
+    rec["meta"].setdefault("duration", rec["meta"].get("duration_s"))
+    return rec
 
 
 def _video(seed: int, duration: int):
@@ -212,29 +222,26 @@ def _fallback_record(seed: int, kind: str, system_prompt: str, rng) -> dict:
 
 
 def record_frames(record: dict, n: int, size: int = FRAME_SIZE) -> np.ndarray:
-    """The record's first n frames, rendered from its seed: (n, size, size, 3) uint8."""
-    try:
-        from engine.data import synth
-
-        fn = getattr(synth, "render_record_frames", None)
-    except Exception:
-        fn = None
-    m = record["meta"]
-    if fn is not None and m.get("kind") not in ("caption", "offline", "realtime"):
-        return fn(record, n, size=size)
-    v = _video(m["seed"], m["duration"])
-    if m.get("kind") == "caption":
-        idx = [m["frame"]] * n
-    else:
-        idx = list(range(n))  # 1 fps: frame k at k seconds (offline sample_times at fps 1)
+    """The record's first n frames (one per second), rendered from its seed: (n, size, size, 3) uint8."""
     if n == 0:
         return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([v.render(int(i), size) for i in idx])
+    m = record["meta"]
+    if m.get("source") == "world":
+        from engine.data import synth
+
+        frames = synth.frames_for_record(record, (size, size))
+    else:  # the fallback builder's records
+        v = _video(m["seed"], m["duration"])
+        idx = [m["frame"]] * n if m.get("kind") == "caption" else list(range(min(n, v.n_frames)))
+        frames = np.stack([v.render(int(i), size) for i in idx])
+    if len(frames) < n:  # never expected at 1 fps; repeat the last frame rather than fail
+        frames = np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), 0)])
+    return frames[:n]
 
 
 def video_seconds(record: dict):
     """video_seconds callable for the loader (offline records of the world)."""
-    d = float(record["meta"]["duration"])
+    d = float(record["meta"].get("duration_s") or record["meta"]["duration"])
     return lambda path: d
 
 
