@@ -211,3 +211,16 @@ def test_latest_frame_is_painted(make_window, qtbot):
     assert len(px) > 20  # not a uniform placeholder
     arr = w.session.latest_frame()
     assert isinstance(arr, np.ndarray) and arr.dtype == np.uint8
+
+
+def test_demo_plays_or_says_it_is_missing(make_window, qtbot):
+    from engine.sources import demo_video_path
+
+    w = make_window()
+    w.start_source("demo")
+    if demo_video_path().is_file():
+        qtbot.waitUntil(lambda: w.video.frames_shown >= 1, timeout=5000)
+    else:
+        qtbot.waitUntil(lambda: w.state == "idle", timeout=5000)
+        w.chat.flush()
+        assert "demo video is missing" in w.chat.toPlainText()

@@ -1,0 +1,107 @@
+"""Desktop integration: one instance at a time, theme and font, "open folder", capture exclusion.
+
+Owns the small platform-facing pieces the window needs and nothing else. It knows nothing of the
+engine.
+
+Capture exclusion, honestly: on Windows 10 2004+ `SetWindowDisplayAffinity(WDA_EXCLUDEFROMCAPTURE)`
+hides our window from every screen capture (ours included), so the model never watches its own chat.
+macOS offers NSWindow.sharingType = none, which needs PyObjC (not a dependency): not done. X11 and
+Wayland have no such mechanism. Where exclusion is not possible the window says so when a screen
+source is chosen, and the user can capture a region or monitor that does not contain the window.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from app.qt import Qt, QtCore, QtGui, QtWidgets
+
+WDA_EXCLUDEFROMCAPTURE = 0x11
+
+
+def acquire_single_instance(runtime_dir: Path) -> QtCore.QLockFile | None:
+    """The lock if we are the only instance (keep it alive for the app's lifetime), else None.
+
+    QLockFile notices a stale lock left by a crashed process (its PID is gone) and takes it over.
+    """
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    lock = QtCore.QLockFile(str(runtime_dir / "moss-live.lock"))
+    lock.setStaleLockTime(0)  # only a dead PID makes a lock stale, never its age
+    return lock if lock.tryLock(100) else None
+
+
+def exclude_from_capture(widget: QtWidgets.QWidget) -> tuple[bool, str]:
+    """Ask the OS to leave this window out of screen captures: (done, a sentence for the user)."""
+    if sys.platform == "win32":
+        try:
+            import ctypes
+
+            hwnd = int(widget.winId())
+            ok = bool(ctypes.windll.user32.SetWindowDisplayAffinity(hwnd, WDA_EXCLUDEFROMCAPTURE))  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as e:
+            return False, f"This window could not be hidden from screen capture ({e})."
+        if ok:
+            return True, "This window is hidden from screen capture."
+        return False, "This window could not be hidden from screen capture (Windows 10 2004 or later needed)."
+    if sys.platform == "darwin":
+        return False, "On macOS this window stays visible to screen capture; capture a region without it."
+    return False, "On this system this window stays visible to screen capture; capture a region without it."
+
+
+def open_folder(path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(path)))
+
+
+def _dark_palette() -> QtGui.QPalette:
+    p = QtGui.QPalette()
+    C, R = QtGui.QColor, QtGui.QPalette.ColorRole
+    for role, colour in (
+        (R.Window, C(37, 37, 38)),
+        (R.WindowText, C(230, 230, 230)),
+        (R.Base, C(28, 28, 30)),
+        (R.AlternateBase, C(45, 45, 48)),
+        (R.ToolTipBase, C(45, 45, 48)),
+        (R.ToolTipText, C(230, 230, 230)),
+        (R.Text, C(230, 230, 230)),
+        (R.Button, C(50, 50, 53)),
+        (R.ButtonText, C(230, 230, 230)),
+        (R.BrightText, C(255, 80, 80)),
+        (R.Highlight, C(38, 120, 200)),
+        (R.HighlightedText, C(255, 255, 255)),
+        (R.PlaceholderText, C(140, 140, 140)),
+        (R.Link, C(90, 160, 240)),
+    ):
+        p.setColor(role, colour)
+    p.setColor(QtGui.QPalette.ColorGroup.Disabled, R.Text, C(120, 120, 120))
+    p.setColor(QtGui.QPalette.ColorGroup.Disabled, R.ButtonText, C(120, 120, 120))
+    return p
+
+
+def _light_palette() -> QtGui.QPalette:
+    p = QtGui.QPalette(QtGui.QColor(240, 240, 240))
+    p.setColor(QtGui.QPalette.ColorRole.PlaceholderText, QtGui.QColor(120, 120, 120))
+    return p
+
+
+def apply_look(app: QtWidgets.QApplication, theme: str, font_size: int) -> None:
+    """Theme ("system", "light", "dark") and base font size for the whole app."""
+    if not hasattr(app, "_system_palette"):
+        app._system_palette = QtGui.QPalette(app.palette())  # type: ignore[attr-defined]
+    if theme == "dark":
+        app.setStyle("Fusion")
+        app.setPalette(_dark_palette())
+    elif theme == "light":
+        app.setStyle("Fusion")
+        app.setPalette(_light_palette())
+    else:
+        app.setPalette(app._system_palette)  # type: ignore[attr-defined]
+    font = app.font()
+    font.setPointSize(font_size)
+    app.setFont(font)
+
+
+def key_from_text(text: str) -> QtGui.QKeySequence:
+    seq = QtGui.QKeySequence(text)
+    return seq if not seq.isEmpty() else QtGui.QKeySequence(Qt.Key.Key_F8)

@@ -1,0 +1,68 @@
+"""Starting the window: folders, settings, one instance, crash relay, the real engine backend.
+
+Owns `run_gui(args)`, which main.py calls with its parsed arguments. Command-line options that differ
+from main.py's defaults override the saved settings for this run. It knows nothing of how the window
+is laid out.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from app.settings import AppPaths, Settings, load_settings
+
+# main.py's defaults: an option still at its default leaves the saved setting alone.
+_ARG_DEFAULTS = {
+    "model": None,
+    "device": "cpu",
+    "dtype": None,
+    "fps": 1.0,
+    "memory_frames": 64,
+    "local_only": False,
+}
+
+
+def settings_from_args(settings: Settings, args: Any) -> Settings:
+    changes: dict[str, Any] = {}
+    for name, default in _ARG_DEFAULTS.items():
+        value = getattr(args, name, default)
+        if value != default and value is not None:
+            changes[name] = value
+    return settings.replace(**changes) if changes else settings
+
+
+def run_gui(args: Any = None) -> int:
+    """Open the window and run the Qt event loop; returns the exit code."""
+    from app.backend import EngineBackend
+    from app.desktop import acquire_single_instance
+    from app.qt import Qt, QtWidgets
+    from app.window import MainWindow
+    from app.workers import CrashRelay
+
+    paths = AppPaths.from_platform().ensure()
+    settings, messages = load_settings(paths.settings_file)
+    settings = settings_from_args(settings, args)
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("moss-live")
+    app.setApplicationDisplayName("MOSS Live")
+    app.setDesktopFileName("moss-live")
+    lock = acquire_single_instance(paths.runtime)
+    if lock is None:
+        QtWidgets.QMessageBox.information(None, "MOSS Live", "MOSS Live is already running.")
+        return 1
+    crash = CrashRelay().install()
+    window = MainWindow(settings, paths, EngineBackend(), messages)
+    crash.crashed.connect(
+        lambda text: window.show_error(f"Internal error: {text}"), Qt.ConnectionType.QueuedConnection
+    )
+    window.show()
+    source = getattr(args, "source", None)
+    if source and source != "demo":
+        window.start_source(source)  # starts as soon as the model is loaded
+    try:
+        return app.exec()
+    finally:
+        window.close()  # stops the session and the voice thread (closeEvent -> shutdown)
+        crash.uninstall()
+        lock.unlock()
