@@ -54,6 +54,12 @@ def attend(q, k, v, causal: bool = False, mask: torch.Tensor | None = None) -> t
         o = _flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
         return o.transpose(1, 2)
     gqa = q.shape[1] != k.shape[1]
+    if gqa and mask is not None and q.is_cuda and T > 1:
+        # Masked GQA has no fused CUDA kernel (SDPA would take the slow math path); for prefill and
+        # training, repeating KV heads is the cheaper trade. Decode (T == 1) never repeats (trap 3).
+        r = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(r, 1), v.repeat_interleave(r, 1)
+        gqa = False
     if causal and T == S and mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     if causal:

@@ -139,6 +139,7 @@ def make_loader(args: TrainArgs, tok: Tokenizer, size: int, start: int, per_rank
     kw = {}
     if args.workers > 0:
         kw = {"num_workers": args.workers, "prefetch_factor": 4, "persistent_workers": False}
+        kw["worker_init_fn"] = _quiet_worker
     return torch.utils.data.DataLoader(
         ds,
         batch_size=per_rank,
@@ -147,6 +148,14 @@ def make_loader(args: TrainArgs, tok: Tokenizer, size: int, start: int, per_rank
         pin_memory=torch.cuda.is_available(),
         **kw,
     )
+
+
+def _quiet_worker(_i: int) -> None:
+    """One thread per data worker: many workers x many OpenCV/torch threads oversubscribe the cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 # ---- model ----------------------------------------------------------------------------------------
@@ -449,8 +458,11 @@ def train(args: TrainArgs) -> dict:
     it = iter(loader)
     start_step = step
     end = args.steps if args.stop_after is None else min(args.steps, args.stop_after)
+    data_wait = 0.0
     while step < end:
+        tw = time.perf_counter()
         batch = next(it)
+        data_wait += time.perf_counter() - tw
         m = lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = peak * m * g["lr_mult"]
@@ -529,6 +541,7 @@ def train(args: TrainArgs) -> dict:
         "steps_run": step - start_step,
         "wall_s": round(wall, 2),
         "steps_per_s": round((step - start_step) / max(wall, 1e-9), 3),
+        "data_wait_s": round(data_wait, 2),  # time the GPU waited for data (the rest is compute)
         "tokens_per_s": round(tot_tokens * world / max(wall, 1e-9), 1),
         "frames_per_s": round(tot_frames * world / max(wall, 1e-9), 1),
         "final_loss": last_loss,
