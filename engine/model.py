@@ -433,28 +433,27 @@ class Model(nn.Module):
         return lm.norm(x)
 
     # ---- offline ---------------------------------------------------------------------------------
-    def frame_memory(self, pixel_values, frames_per_sample, image_pos):
+    def frame_memory(self, pixel_values, frames_per_sample, image_pos, flat_pos):
         """Encode frames of a batch and lay them out per sample.
 
         pixel_values (sumF, 3, S, S); frames_per_sample list[int]; image_pos (B, Fmax) text positions of
-        each sample's frames (-1 for padding). Returns xkv per layer (B, KV, Fmax*N, D).
+        each sample's frames; flat_pos (sumF,) the same positions, sample after sample.
+        Returns xkv per layer (B, KV, Fmax*N, D).
         """
         states = self.encode_frames(pixel_values)  # (sumF, N, C)
         k, v = self.project_memory(states)  # (sumF, Lx, N, KV, D)
-        flat_pos = torch.cat([image_pos[b, :n] for b, n in enumerate(frames_per_sample)])
         k = self.finalize_keys(k, flat_pos)
         B, Fmax = image_pos.shape
         N, Lx = states.shape[1], len(self.xattn_layers)
         kv_heads, d = k.shape[-2], k.shape[-1]
-        kb = k.new_zeros(B, Fmax, Lx, N, kv_heads, d)
-        vb = v.new_zeros(B, Fmax, Lx, N, kv_heads, d)
-        o = 0
-        for b, n in enumerate(frames_per_sample):
-            kb[b, :n], vb[b, :n] = k[o : o + n], v[o : o + n]
-            o += n
+        # one scatter into the padded (B * Fmax) layout: per-sample slice assignments would make
+        # autograd copy the whole padded tensor once per sample (quadratic in the batch)
+        dest = torch.cat([torch.arange(n) + b * Fmax for b, n in enumerate(frames_per_sample)]).to(k.device)
+        kb = k.new_zeros(B * Fmax, Lx, N, kv_heads, d).index_copy(0, dest, k)
+        vb = v.new_zeros(B * Fmax, Lx, N, kv_heads, d).index_copy(0, dest, v)
         # (B, Fmax, Lx, N, KV, D) -> per layer (B, KV, Fmax*N, D)
-        kb = kb.permute(2, 0, 4, 1, 3, 5).reshape(Lx, B, kv_heads, Fmax * N, d)
-        vb = vb.permute(2, 0, 4, 1, 3, 5).reshape(Lx, B, kv_heads, Fmax * N, d)
+        kb = kb.view(B, Fmax, Lx, N, kv_heads, d).permute(2, 0, 4, 1, 3, 5).reshape(Lx, B, kv_heads, Fmax * N, d)
+        vb = vb.view(B, Fmax, Lx, N, kv_heads, d).permute(2, 0, 4, 1, 3, 5).reshape(Lx, B, kv_heads, Fmax * N, d)
         return [(kb[i], vb[i]) for i in range(Lx)]
 
     def hidden_states(self, input_ids, pixel_values=None, frames_per_sample=None, pad_mask=None):
@@ -471,15 +470,15 @@ class Model(nn.Module):
         row = (n_vis > 0).to(self.lm_head.weight.dtype)[..., None]  # (B, T, 1)
         row_attn, row_mlp = row, row
         if Fmax > 0 and pixel_values is not None:
+            counts = is_img.sum(1).tolist()
+            if counts != list(frames_per_sample):
+                raise ValueError(f"image tokens per sample {counts} differ from frames per sample {frames_per_sample}")
+            nz = is_img.nonzero()  # (sumF, 2): (sample, position), sample after sample, in order
+            first = torch.tensor([0] + counts[:-1], device=dev).cumsum(0)  # first frame of each sample
+            j = torch.arange(len(nz), device=dev) - first[nz[:, 0]]
             image_pos = torch.full((B, Fmax), -1, dtype=torch.long, device=dev)
-            for b in range(B):
-                p = is_img[b].nonzero().flatten()
-                if len(p) != frames_per_sample[b]:
-                    raise ValueError(
-                        f"sample {b} has {len(p)} image tokens for {frames_per_sample[b]} frames"
-                    )
-                image_pos[b, : len(p)] = p
-            xkv = self.frame_memory(pixel_values, frames_per_sample, image_pos)
+            image_pos[nz[:, 0], j] = nz[:, 1]
+            xkv = self.frame_memory(pixel_values, frames_per_sample, image_pos, nz[:, 1])
             N = self.tokens_per_frame
             key_frame = torch.arange(Fmax * N, device=dev) // N  # (S,)
             see = n_vis.clone()

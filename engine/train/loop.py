@@ -472,9 +472,11 @@ def train(args: TrainArgs) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if args.time_limit and step == start_step + 50:
-            # fit the run (and its cosine decay) into the time limit, measured on the first 50 steps
-            rate = 50 / max(time.perf_counter() - t0, 1e-9)
+        if args.time_limit and step == start_step + 20:
+            t20 = time.perf_counter()  # after start-up (workers, allocator, kernels warmed)
+        if args.time_limit and step == start_step + 70:
+            # fit the run (and its cosine decay) into the time limit, measured on steps 20..70
+            rate = 50 / max(time.perf_counter() - t20, 1e-9)
             fit = step + int(rate * max(0.0, args.time_limit - (time.perf_counter() - t0)) * 0.95)
             if world > 1:  # every rank must stop at the same step (collectives)
                 ft = torch.tensor([fit], device=device)

@@ -1,0 +1,125 @@
+"""Streaming evaluation from the command line.
+
+    python -m engine.eval --model DIR --suite synthetic --seeds 1000-1099 [--offline] [--offline-rt]
+                          [--no-realtime] [--json out.json] [--workers N]
+    python -m engine.eval --model DIR --suite ovo|streamingbench --annotations FILE --video-root DIR
+
+Seeds 1000-1099 are the held-out evaluation seeds (never drawn for training). The checkpoint's
+generation.json system prompt is used, as the runtime does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+
+def _parse_seeds(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def run_synthetic(args) -> int:
+    from engine.eval.harness import Results, eval_worker
+
+    seeds = _parse_seeds(args.seeds)
+    realtime = not args.no_realtime
+    workers = max(1, args.workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    t0 = time.perf_counter()
+    jobs = [
+        (
+            args.model,
+            seeds[i::workers],
+            realtime,
+            args.offline,
+            args.offline_rt,
+            threads,
+            args.tokens_per_frame,
+        )
+        for i in range(workers)
+    ]
+    if workers == 1:
+        parts = [eval_worker(jobs[0])]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            parts = list(ex.map(eval_worker, jobs))
+    res = Results(model=str(args.model))
+    for p in parts:
+        res.merge(Results.from_dict(p))
+    wall = time.perf_counter() - t0
+    print(f"# {args.model}: synthetic suite, seeds {args.seeds} ({len(seeds)}), wall {wall:.1f} s\n")
+    print(res.markdown())
+    if args.json:
+        d = res.to_dict()
+        d.update(seeds=seeds, wall_s=wall)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(d, f, indent=2)
+    return 0
+
+
+def run_external(args) -> int:
+    import torch
+
+    from engine.eval import benchmarks as B
+    from engine.eval import harness as H
+    from engine.loading import load_model
+
+    if not args.annotations or not args.video_root:
+        print("--suite ovo|streamingbench needs --annotations FILE and --video-root DIR", file=sys.stderr)
+        return 2
+    torch.set_num_threads(os.cpu_count() or 1)
+    questions = B.READERS[args.suite](args.annotations)
+    if args.limit:
+        questions = questions[: args.limit]
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    res = H.run_benchmark(model, questions, args.video_root, H.load_system_prompt(args.model))
+    print(
+        f"# {args.model}: {args.suite}, {len(questions)} questions, wall {time.perf_counter() - t0:.1f} s\n"
+    )
+    print(res.markdown())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res.to_dict(), f, indent=2)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engine.eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model folder (with generation.json)")
+    ap.add_argument("--suite", choices=["synthetic", "ovo", "streamingbench"], default="synthetic")
+    ap.add_argument("--seeds", default="1000-1099", help="held-out seeds, e.g. 1000-1099 or 1000,1005")
+    ap.add_argument("--offline", action="store_true", help="also offline QA on offline records")
+    ap.add_argument("--offline-rt", action="store_true", help="also ask the real-time questions offline")
+    ap.add_argument("--no-realtime", action="store_true", help="skip the real-time replay")
+    ap.add_argument("--tokens-per-frame", type=int, default=None, help="decode budget per frame")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--annotations", default=None)
+    ap.add_argument("--video-root", default=None)
+    ap.add_argument("--limit", type=int, default=0, help="external suites: first N questions only")
+    args = ap.parse_args(argv)
+    if args.suite == "synthetic":
+        return run_synthetic(args)
+    return run_external(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

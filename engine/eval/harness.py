@@ -1,0 +1,742 @@
+"""Streaming evaluation: replay a record's video through the real decoding path and score what the
+model did against the record's ground truth (`meta`, see engine.data.synth's module docstring).
+
+Replay (`replay`) uses a SIMULATED clock: deterministic and as fast as the model decodes. For each
+frame f in order: perceive it, `add_frame`, and when a question is due after frame f (meta ask_frame)
+let the model use `ask_frac` of the frame's token budget first (so a question can land mid-speech, a
+barge-in), `ask`; then step the decoder until it chooses silence or the frame's budget is used
+(tokens_per_frame = the record's tokens_per_second / fps: 150 for the small model's data). Speech that
+runs past the budget continues after the next frame, as in the runtime where frames arrive by wall
+clock. The result is a `Trace`: per frame interval what was spoken, and the speech segments with
+their turn and start/end frames.
+
+Scoring (`score_record`) per question kind:
+- answer accuracy at the time of asking: the first speech under the question starts at or before
+  answer_frame + 1 and contains every `accept` phrase (case/punctuation-insensitive, whole words;
+  number words count as digits; "no" of a zero count also matches "0"/"none"/"zero");
+- watch timeliness: for a watch whose event comes, the first speech under the question starts at the
+  event frame or the next one and names the awaited object; a watch that never comes must stay silent
+  (reported separately);
+- revision recall: each expected revision (speech of type "revision" at frame r) is matched by speech
+  under the question starting in [r, r + N] that contains its accept phrases (N = 2);
+- narrate events: speech under the question starting within one frame of each event;
+- false-speech rate: frames in meta.silent_frames whose interval holds any speech, over their number.
+Expected speech that the record itself never spoke (spoken_frame null: cut or past the end) is not
+scored.
+
+Offline QA (`offline_answer`, `score_offline_record`): the reference offline format (one `<|video|>`
++ question in a user turn, no system turn) is prefilled and decoded greedily until silence or
+max_new_tokens; the first sentence must contain the accept phrases derived from meta (describe:
+word recall of the reference >= 0.5). `score_offline_rt` asks each real-time question offline over
+the frames up to its answer frame (covers spatial and temporal order, which offline records lack).
+
+Results aggregate into `Results` (Markdown table, JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import events as E
+from engine import protocol as P
+from engine.generation import StreamConfig, StreamDecoder, perceive
+from engine.preprocess import batch_pixels
+
+REVISION_WINDOW = 2  # frames after a change within which a revision must start
+
+# ---------------------------------------------------------------------------------------------
+# Text matching
+
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation -> spaces, number words -> digits, single spaces."""
+    words = re.sub(r"[^0-9a-z]+", " ", str(text).lower()).split()
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in words)
+
+
+def contains(text: str, phrase: str) -> bool:
+    """Whole-word, normalised containment."""
+    p = normalise(phrase)
+    return bool(p) and f" {p} " in f" {normalise(text)} "
+
+
+def matches(text: str, accept: Iterable[str], kind: str = "") -> bool:
+    """Every accept phrase occurs in text. An empty accept list matches any non-empty text."""
+    accept = [str(a) for a in accept]
+    if not accept:
+        return bool(normalise(text))
+    for a in accept:
+        alts = [a]
+        if kind in ("count", "count_total") and normalise(a) == "no":
+            alts += ["0", "none"]
+        if not any(contains(text, x) for x in alts):
+            return False
+    return True
+
+
+def first_sentence(text: str) -> str:
+    m = re.search(r"[.!?](\s|$)", text.strip())
+    return text.strip()[: m.end()].strip() if m else text.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces
+
+
+@dataclass
+class Segment:
+    sid: int
+    turn: int
+    start_frame: int
+    end_frame: int = -1
+    text: str = ""
+    interrupted: bool = False
+
+
+@dataclass
+class Trace:
+    """What the model did, per frame interval (the interval after frame f's <|image|>)."""
+
+    n_frames: int
+    text: list[str]  # speech text spoken in each interval
+    spoke: list[bool]  # any speech token in the interval
+    segments: list[Segment] = field(default_factory=list)
+    turn_of: dict[int, int] = field(default_factory=dict)  # qid -> decoder turn
+    tokens: int = 0  # decode steps (speech + silence)
+
+    def under(self, qid: int) -> list[Segment]:
+        t = self.turn_of.get(qid)
+        return sorted((s for s in self.segments if s.turn == t), key=lambda s: (s.start_frame, s.sid))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _SimClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def frames_of(record: dict, size: int) -> np.ndarray:
+    from engine.data.synth import frames_for_record
+
+    return frames_for_record(record, (size, size))
+
+
+def perceive_frames(model, frames: np.ndarray, chunk: int = 32):
+    """(F, H, W, 3) uint8 -> raw K/V (F, Lx, N, KV, D) each, perceived in chunks."""
+    size = model.cfg.vision.image_size
+    ks, vs = [], []
+    for i in range(0, len(frames), chunk):
+        k, v = perceive(model, batch_pixels(list(frames[i : i + chunk]), size))
+        ks.append(k)
+        vs.append(v)
+    return torch.cat(ks), torch.cat(vs)
+
+
+def replay(
+    model,
+    record: dict,
+    system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
+    tokens_per_frame: int | None = None,
+    max_segment_tokens: int = 96,
+    frames: np.ndarray | None = None,
+    decoder_hook: Callable[[StreamDecoder, dict], None] | None = None,
+) -> Trace:
+    """Replay a real-time record through StreamDecoder with a simulated clock -> Trace.
+
+    decoder_hook(decoder, meta) may patch the decoder before the replay (tests: a scripted oracle).
+    """
+    meta = record["meta"]
+    F, fps = int(meta["n_frames"]), float(meta.get("fps") or 1.0)
+    tpf = int(tokens_per_frame or round(float(meta.get("tokens_per_second") or 150.0) / fps))
+    if frames is None:
+        frames = frames_of(record, model.cfg.vision.image_size)
+    k, v = perceive_frames(model, frames[:F])
+    clock = _SimClock()
+    cfg = StreamConfig(
+        system_prompt=system_prompt, memory_frames=max(F, 1), max_segment_tokens=max_segment_tokens
+    )
+    dec = StreamDecoder(model, model.tokenizer, cfg, clock=clock)
+    if decoder_hook is not None:
+        decoder_hook(dec, meta)
+    tr = Trace(F, [""] * F, [False] * F)
+    open_seg: dict[int, Segment] = {}
+    asks = {int(q["ask_frame"]): q for q in meta.get("questions", [])}
+    state = {"f": 0, "used": 0}
+
+    def handle(evs: list[E.Event]) -> None:
+        f = state["f"]
+        for ev in evs:
+            if isinstance(ev, E.SpeechStart):
+                open_seg[ev.segment] = seg = Segment(ev.segment, ev.turn, f)
+                tr.segments.append(seg)
+            elif isinstance(ev, E.Token):
+                tr.text[f] += ev.text
+                tr.spoke[f] = True
+            elif isinstance(ev, E.SpeechEnd):
+                seg = open_seg.pop(ev.segment, None)
+                if seg is not None:
+                    seg.end_frame, seg.text, seg.interrupted = f, ev.text, ev.interrupted
+
+    def run(budget: int) -> None:
+        while state["used"] < budget and not dec.waiting:
+            clock.t = (state["f"] + state["used"] / max(tpf, 1)) / fps
+            evs = dec.step()
+            state["used"] += 1
+            tr.tokens += 1
+            handle(evs)
+
+    for f in range(F):
+        state["f"], state["used"] = f, 0
+        clock.t = f / fps
+        handle(dec.add_frame(k[f], v[f], f / fps))
+        q = asks.get(f)
+        if q is not None:
+            run(int(float(q.get("ask_frac", 0.5)) * tpf))
+            handle(dec.ask(q["text"]))
+            tr.turn_of[int(q["qid"])] = dec.turn
+        run(tpf)
+    for seg in open_seg.values():  # still speaking when the video ended
+        seg.end_frame, seg.text = F - 1, dec.seg_text
+    return tr
+
+
+def oracle_trace(meta: dict) -> Trace:
+    """The trace the record itself describes: each expected speech at the frame the record speaks it."""
+    F = int(meta["n_frames"])
+    tr = Trace(F, [""] * F, [False] * F)
+    sid = 0
+    for q in meta.get("questions", []):
+        turn = int(q["qid"]) + 1
+        tr.turn_of[int(q["qid"])] = turn
+        for s in q.get("speech", []):
+            f = s.get("spoken_frame")
+            if f is None:
+                continue
+            tr.segments.append(Segment(sid, turn, f, f, s["text"]))
+            tr.text[f] += s["text"]
+            tr.spoke[f] = True
+            sid += 1
+    return tr
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    ok: int = 0
+
+    def add(self, ok: bool) -> None:
+        self.n += 1
+        self.ok += bool(ok)
+
+    @property
+    def rate(self) -> float | None:
+        return self.ok / self.n if self.n else None
+
+    def merge(self, other: Tally) -> None:
+        self.n += other.n
+        self.ok += other.ok
+
+
+def _tallies() -> dict[str, Tally]:
+    return {}
+
+
+@dataclass
+class Results:
+    answer: dict[str, Tally] = field(default_factory=_tallies)  # kind -> accuracy at asking
+    revision: dict[str, Tally] = field(default_factory=_tallies)  # kind -> revision recall
+    watch: Tally = field(default_factory=Tally)  # event comes: named within one frame of it
+    watch_timing: Tally = field(default_factory=Tally)  # same, timing only (any words)
+    watch_never: Tally = field(default_factory=Tally)  # event never comes: stayed silent
+    events: Tally = field(default_factory=Tally)  # narrate: speech within one frame of each event
+    false_speech: Tally = field(default_factory=Tally)  # silent frames (n) with speech (ok)
+    offline: dict[str, Tally] = field(default_factory=_tallies)  # offline records, per kind
+    offline_rt: dict[str, Tally] = field(default_factory=_tallies)  # real-time questions asked offline
+    records: int = 0
+    offline_records: int = 0
+    frames: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    model: str = ""
+    failures: list[dict] = field(default_factory=list)  # a few wrong answers, for reading
+
+    def merge(self, other: Results) -> None:
+        for name in ("answer", "revision", "offline", "offline_rt"):
+            mine = getattr(self, name)
+            for k, t in getattr(other, name).items():
+                mine.setdefault(k, Tally()).merge(t)
+        for name in ("watch", "watch_timing", "watch_never", "events", "false_speech"):
+            getattr(self, name).merge(getattr(other, name))
+        for name in ("records", "offline_records", "frames", "tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.seconds += other.seconds
+        self.failures = (self.failures + other.failures)[:50]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Results:
+        """Inverse of dataclasses.asdict (worker processes send their Results this way)."""
+        res = cls()
+        for name in ("answer", "revision", "offline", "offline_rt"):
+            setattr(res, name, {k: Tally(**t) for k, t in d[name].items()})
+        for name in ("watch", "watch_timing", "watch_never", "events", "false_speech"):
+            setattr(res, name, Tally(**d[name]))
+        for name in ("records", "offline_records", "frames", "tokens", "seconds", "model", "failures"):
+            setattr(res, name, d[name])
+        return res
+
+    def group(self, kinds: Iterable[str], which: str = "answer") -> Tally:
+        t = Tally()
+        for k in kinds:
+            t.merge(getattr(self, which).get(k, Tally()))
+        return t
+
+    # ---- output --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        def tal(t: Tally) -> dict:
+            return {"n": t.n, "ok": t.ok, "rate": t.rate}
+
+        d: dict[str, Any] = {"model": self.model}
+        for name in ("answer", "revision", "offline", "offline_rt"):
+            d[name] = {k: tal(t) for k, t in sorted(getattr(self, name).items())}
+        for name in ("watch", "watch_timing", "watch_never", "events", "false_speech"):
+            d[name] = tal(getattr(self, name))
+        d["answer_all"] = tal(self.group(self.answer))
+        d["revision_all"] = tal(self.group(self.revision, "revision"))
+        d["count_colour_presence"] = tal(self.group(("count", "colour", "presence")))
+        for name in ("records", "offline_records", "frames", "tokens", "seconds"):
+            d[name] = getattr(self, name)
+        d["failures"] = self.failures
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def markdown(self) -> str:
+        def pct(t: Tally | None) -> str:
+            return "-" if t is None or t.rate is None else f"{100 * t.rate:.1f}% ({t.ok}/{t.n})"
+
+        out = []
+        if self.records:
+            out += [
+                f"Real-time ({self.records} records, {self.frames} frames, {self.tokens} decode steps, "
+                f"{self.seconds:.1f} s)",
+                "",
+                "| kind | answer accuracy at asking | revision recall (<= 2 frames) |",
+                "|---|---|---|",
+            ]
+            for k in sorted(set(self.answer) | set(self.revision)):
+                out.append(f"| {k} | {pct(self.answer.get(k))} | {pct(self.revision.get(k))} |")
+            out.append(
+                f"| **all** | {pct(self.group(self.answer))} | {pct(self.group(self.revision, 'revision'))} |"
+            )
+            out += [
+                "",
+                "| metric | value | target |",
+                "|---|---|---|",
+                f"| answer accuracy, count + colour + presence | {pct(self.group(('count', 'colour', 'presence')))} | >= 90% |",
+                f"| watch answered within 1 frame of the event (naming it) | {pct(self.watch)} | >= 90% |",
+                f"| watch: speech within 1 frame (timing only) | {pct(self.watch_timing)} | |",
+                f"| watch that never comes: stays silent | {pct(self.watch_never)} | |",
+                f"| revisions within 2 frames of a change | {pct(self.group(self.revision, 'revision'))} | >= 85% |",
+                f"| narrate: events spoken within 1 frame | {pct(self.events)} | |",
+                f"| false-speech rate (speech on silent frames) | {pct(self.false_speech)} | <= 5% |",
+            ]
+        for title, table in (
+            (f"Offline QA ({self.offline_records} offline records)", self.offline),
+            ("Offline QA on the real-time questions (video up to the answer frame)", self.offline_rt),
+        ):
+            if not table:
+                continue
+            out += ["", title, "", "| kind | accuracy |", "|---|---|"]
+            for k in sorted(table):
+                out.append(f"| {k} | {pct(table[k])} |")
+            rest = [k for k in table if k not in ("spatial", "order")]
+            out.append(f"| **all but spatial/order** | {pct(self.group(rest, _attr(self, table)))} |")
+            out.append(f"| **all** | {pct(self.group(table, _attr(self, table)))} |")
+        return "\n".join(out).strip("\n")
+
+
+def _attr(res: Results, table: dict) -> str:
+    return "offline" if table is res.offline else "offline_rt"
+
+
+def score_record(
+    meta: dict, trace: Trace, res: Results | None = None, window: int = REVISION_WINDOW
+) -> Results:
+    """Score one real-time record's trace into res (a new Results if None)."""
+    res = res if res is not None else Results()
+    res.records += 1
+    res.frames += trace.n_frames
+    res.tokens += trace.tokens
+    for f in meta.get("silent_frames", []):
+        if 0 <= f < trace.n_frames:
+            res.false_speech.add(trace.spoke[f])
+    for q in meta.get("questions", []):
+        kind, qid = q["kind"], int(q["qid"])
+        segs = trace.under(qid)
+        speech = [s for s in q.get("speech", []) if s.get("spoken_frame") is not None]
+        first = segs[0] if segs else None
+        if kind == "watch":
+            info = q.get("info") or {}
+            if info.get("comes"):
+                due = [s for s in speech if s["type"] == "watch"]
+                if due:
+                    fe = int(due[0]["frame"])
+                    timely = first is not None and fe <= first.start_frame <= fe + 1
+                    res.watch_timing.add(timely)
+                    res.watch.add(timely and matches(first.text, due[0]["accept"]))
+            else:
+                res.watch_never.add(not segs)
+            continue
+        if kind == "narrate":
+            for s in speech:
+                if s["type"] == "event":
+                    f = int(s["frame"])
+                    res.events.add(any(f <= g.start_frame <= f + 1 for g in segs))
+            continue
+        answers = [s for s in speech if s["type"] == "answer"]
+        if q.get("answer_frame") is not None and answers:
+            accept = answers[0].get("accept") or q.get("accept") or []
+            ok = (
+                first is not None
+                and first.start_frame <= int(q["answer_frame"]) + 1
+                and matches(first.text, accept, kind)
+            )
+            res.answer.setdefault(kind, Tally()).add(ok)
+            if not ok and len(res.failures) < 50:
+                res.failures.append(
+                    {
+                        "seed": meta.get("seed"),
+                        "kind": kind,
+                        "question": q["text"],
+                        "expected": answers[0]["text"],
+                        "said": first.text if first else None,
+                        "at": first.start_frame if first else None,
+                        "due": q["answer_frame"],
+                    }
+                )
+        for s in speech:
+            if s["type"] != "revision":
+                continue
+            r = int(s["frame"])
+            hit = any(r <= g.start_frame <= r + window and matches(g.text, s["accept"], kind) for g in segs)
+            res.revision.setdefault(kind, Tally()).add(hit)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline QA
+
+
+def offline_prompt_ids(
+    tok, question: str, n_frames: int, system_prompt: str | None = None
+) -> tuple[list, list]:
+    """The reference offline layout -> (ids, positions of the <|image|> tokens in ids)."""
+    parts: list[tuple[str, bool]] = []
+    if system_prompt:
+        parts += [
+            (P.BOS + P.header("system"), True),
+            (system_prompt, False),
+            (P.EOT + P.header("user"), True),
+        ]
+    else:
+        parts += [(P.BOS + P.header("user"), True)]
+    head = tok.encode_parts(parts)
+    ids = (
+        head
+        + [tok.image_id] * n_frames
+        + tok.encode_parts([(question, False), (P.EOT + P.header("assistant"), True)])
+    )
+    return ids, list(range(len(head), len(head) + n_frames))
+
+
+def offline_answer(
+    model,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    question: str,
+    max_new_tokens: int = 64,
+    system_prompt: str | None = None,
+) -> str:
+    """Prefill all frames + the question (offline format), greedy decode until silence or the limit."""
+    tok = model.tokenizer
+    n = int(k.shape[0])
+    cfg = StreamConfig(memory_frames=max(n, 1), max_segment_tokens=max_new_tokens, max_context=4096)
+    dec = StreamDecoder(model, tok, cfg, clock=_SimClock())
+    ids, img = offline_prompt_ids(tok, question, n, system_prompt)
+    dec.reset()
+    dec.pending = list(ids)
+    dec.pending_frames = [(p, k[j], v[j]) for j, p in enumerate(img)]
+    dec.frames_seen = n
+    text = ""
+    for _ in range(max_new_tokens + 1):
+        evs = dec.step()
+        for ev in evs:
+            if isinstance(ev, E.SpeechEnd):
+                return ev.text
+            if isinstance(ev, E.Token):
+                text += ev.text
+        if dec.waiting:
+            break
+    return text
+
+
+def offline_accept(q: dict) -> list[str] | None:
+    """Accept phrases of an offline question from its meta (None: describe, scored by word recall)."""
+    kind, value = q["kind"], q.get("value")
+    if kind in ("count_total", "final_display"):
+        return [str(value)]
+    if kind == "final_list":
+        return list(value) or ["no"]
+    if kind == "order":
+        return [str(value)]
+    return None
+
+
+def _word_recall(text: str, ref: str) -> float:
+    stop = {"a", "an", "the", "and", "is", "are", "to", "of", "in", "from", "at"}
+    ref_w = [w for w in normalise(ref).split() if w not in stop]
+    got = set(normalise(text).split())
+    return sum(w in got for w in ref_w) / len(ref_w) if ref_w else 1.0
+
+
+def score_offline_answer(q: dict, text: str) -> bool:
+    accept = offline_accept(q)
+    if accept is None:
+        return _word_recall(text, q.get("answer", "")) >= 0.5
+    return matches(first_sentence(text), accept, q["kind"])
+
+
+def score_offline_record(
+    model, record: dict, res: Results | None = None, max_new_tokens: int = 64
+) -> Results:
+    res = res if res is not None else Results()
+    meta = record["meta"]
+    frames = frames_of(record, model.cfg.vision.image_size)[: int(meta["n_frames"])]
+    k, v = perceive_frames(model, frames)
+    res.offline_records += 1
+    for q in meta.get("questions", []):
+        text = offline_answer(model, k, v, q["text"], max_new_tokens)
+        ok = score_offline_answer(q, text)
+        res.offline.setdefault(q["kind"], Tally()).add(ok)
+    return res
+
+
+def score_offline_rt(
+    model,
+    record: dict,
+    res: Results | None = None,
+    frames: np.ndarray | None = None,
+    max_new_tokens: int = 48,
+) -> Results:
+    """Each answerable question of a real-time record asked offline over frames 0..answer_frame."""
+    res = res if res is not None else Results()
+    meta = record["meta"]
+    if frames is None:
+        frames = frames_of(record, model.cfg.vision.image_size)
+    k, v = perceive_frames(model, frames[: int(meta["n_frames"])])
+    for q in meta.get("questions", []):
+        answers = [s for s in q.get("speech", []) if s["type"] == "answer"]
+        if q.get("answer_frame") is None or not answers or q["kind"] == "now":
+            continue
+        f = int(q["answer_frame"])
+        text = offline_answer(model, k[: f + 1], v[: f + 1], q["text"], max_new_tokens)
+        ok = matches(first_sentence(text), answers[0].get("accept") or q.get("accept") or [], q["kind"])
+        res.offline_rt.setdefault(q["kind"], Tally()).add(ok)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic suite
+
+
+def synthetic_records(
+    seeds: Iterable[int], kind: str = "realtime", system_prompt: str | None = None
+) -> list[dict]:
+    """The small model's records (same generator and packing as training) for held-out seeds."""
+    from engine.train.small import SMALL_SYSTEM_PROMPT, _from_synth
+
+    out = []
+    for s in seeds:
+        rec = _from_synth(int(s), kind, system_prompt or SMALL_SYSTEM_PROMPT)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def evaluate_synthetic(
+    model,
+    seeds: Iterable[int],
+    system_prompt: str,
+    realtime: bool = True,
+    offline: bool = False,
+    offline_rt: bool = False,
+    tokens_per_frame: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Results:
+    res = Results()
+    t0 = time.perf_counter()
+    seeds = list(seeds)
+    if realtime or offline_rt:
+        for rec in synthetic_records(seeds, "realtime", system_prompt):
+            frames = frames_of(rec, model.cfg.vision.image_size)
+            if realtime:
+                tr = replay(model, rec, system_prompt, tokens_per_frame=tokens_per_frame, frames=frames)
+                score_record(rec["meta"], tr, res)
+            if offline_rt:
+                score_offline_rt(model, rec, res, frames=frames)
+            if progress:
+                progress(f"seed {rec['meta']['seed']} done")
+    if offline:
+        for rec in synthetic_records(seeds, "offline", system_prompt):
+            score_offline_record(model, rec, res)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def eval_worker(job: tuple) -> dict:
+    """One worker process of `python -m engine.eval --workers N`: (model_dir, seeds, realtime,
+    offline, offline_rt, torch threads, tokens_per_frame) -> dataclasses.asdict(Results)."""
+    model_dir, seeds, realtime, offline, offline_rt, threads, tpf = job
+    torch.set_num_threads(threads)
+    from engine.loading import load_model
+
+    model = load_model(model_dir)
+    res = evaluate_synthetic(
+        model,
+        seeds,
+        load_system_prompt(model_dir),
+        realtime=realtime,
+        offline=offline,
+        offline_rt=offline_rt,
+        tokens_per_frame=tpf,
+    )
+    return dataclasses.asdict(res)
+
+
+def load_system_prompt(folder) -> str:
+    """The checkpoint's generation.json system prompt (the runtime must use the trained one)."""
+    from pathlib import Path
+
+    p = Path(folder) / "generation.json"
+    if p.exists():
+        sp = json.loads(p.read_text(encoding="utf-8")).get("system_prompt")
+        if sp:
+            return sp
+    return P.REALTIME_SYSTEM_PROMPT
+
+
+# ---------------------------------------------------------------------------------------------
+# External benchmarks (timed multiple-choice questions over real video files)
+
+
+def read_video_frames(path, until_s: float, fps: float = 1.0, max_frames: int = 256) -> list[np.ndarray]:
+    """RGB frames at `fps` from 0 to until_s (inclusive), the last max_frames of them."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot open video {path}")
+    out: list[np.ndarray] = []
+    try:
+        n = int(np.floor(until_s * fps + 1e-6)) + 1
+        for i in range(n):
+            cap.set(cv2.CAP_PROP_POS_MSEC, 1000.0 * i / fps)
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    return out[-max_frames:]
+
+
+def stream_answer(
+    model,
+    frames: list[np.ndarray],
+    question: str,
+    system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
+    tokens_per_frame: int = 150,
+    wait_frames: int = 2,
+    memory_frames: int = 64,
+) -> str:
+    """Feed frames (1 per interval) through the real-time decoder, ask after the last one, and
+    return the first speech segment (waiting up to wait_frames more intervals, re-showing the last
+    frame: the benchmark's clock stops at the question)."""
+    if not frames:
+        return ""
+    k, v = perceive_frames(model, np.stack(frames))
+    cfg = StreamConfig(system_prompt=system_prompt, memory_frames=memory_frames)
+    dec = StreamDecoder(model, model.tokenizer, cfg, clock=_SimClock())
+    for i in range(len(frames)):
+        dec.add_frame(k[i], v[i])
+        n = 0
+        while n < tokens_per_frame and not dec.waiting:
+            dec.step()
+            n += 1
+    dec.ask(question)
+    for extra in range(wait_frames + 1):
+        if extra:
+            dec.add_frame(k[-1], v[-1])
+        n = 0
+        while n < tokens_per_frame and not dec.waiting:
+            for ev in dec.step():
+                if isinstance(ev, E.SpeechEnd) and ev.turn == dec.turn:
+                    return ev.text
+            n += 1
+        if dec.speaking:
+            return dec.seg_text
+    return ""
+
+
+def run_benchmark(
+    model,
+    questions,
+    video_root,
+    system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
+    fps: float = 1.0,
+    max_frames: int = 256,
+    answer_fn: Callable | None = None,
+):
+    """Each timed question: the video up to time_s at `fps` through the decoder, ask, score by letter.
+    answer_fn(frames, prompt) -> text replaces the model (tests). Returns benchmarks.BenchResults."""
+    from pathlib import Path
+
+    from engine.eval.benchmarks import evaluate
+
+    root = Path(video_root)
+
+    def answer(q) -> str:
+        frames = read_video_frames(root / q.video, q.time_s, fps, max_frames)
+        prompt = q.prompt()
+        if answer_fn is not None:
+            return answer_fn(frames, prompt)
+        return stream_answer(model, frames, prompt, system_prompt)
+
+    return evaluate(questions, answer)
