@@ -449,6 +449,10 @@ def train(args: TrainArgs) -> dict:
             flush=True,
         )
 
+    if device.type == "cuda":
+        # Every batch has new shapes (stream lengths, frame counts); cuDNN's attention builds a plan
+        # per shape, which cost more than the step itself. Flash / memory-efficient kernels do not.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     t0 = time.perf_counter()
     t_log = t0
     tokens = frames = 0
