@@ -36,6 +36,16 @@ def parse_ask(s: str) -> Question:
     return Question(at, text)
 
 
+# What the headless demo asks of the bundled demo video (a procedural scene, seed 21): a count that
+# changes, a reading of the display, a watch request, a description.
+DEMO_QUESTIONS = [
+    "2=How many objects are there?",
+    "9=What number does the display show?",
+    "14=Tell me when a black star appears.",
+    "30=What do you see?",
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="moss-live", description="Live video assistant (two-channel video-language model)."
@@ -88,13 +98,18 @@ def fmt(t: float) -> str:
 class Printer:
     """Prints the conversation from events: one line per question, speech segment and revision."""
 
-    def __init__(self, out=sys.stdout, show_silence=True):
-        self.out, self.show_silence = out, show_silence
+    def __init__(self, out=None, show_silence=True):
+        # sys.stdout is looked up per printer, not bound at import (it may have been replaced since)
+        self.out, self.show_silence = out if out is not None else sys.stdout, show_silence
         self.open_line = False
         self.last_silence_print = -1e9
+        self.video_t = 0.0  # source time of the newest frame the model has seen
 
     def __call__(self, ev) -> None:
         k = ev.kind
+        if k == "FrameSeen":
+            self.video_t = ev.source_t
+        ev = _at_video_time(ev, self.video_t)
         if k == "SessionStart":
             note = "" if ev.trained else "  (no trained model is bundled: this is an untrained random model)"
             self._line(f"[{fmt(ev.t)}] session {ev.session_id} on {ev.source}{note}")
@@ -128,12 +143,20 @@ class Printer:
         self.out.flush()
 
 
+def _at_video_time(ev, video_t: float):
+    """Print times on the video's clock: the same numbers live and replayed with --fast."""
+    import dataclasses
+
+    return dataclasses.replace(ev, t=video_t) if ev.kind != "SessionStart" else ev
+
+
 def run_headless(args) -> int:
     from engine import events as E
     from engine.loading import LoadError, load_model
     from engine.session import Session, SessionConfig
 
-    questions = sorted((parse_ask(a) for a in args.ask), key=lambda q: q.at)
+    asks = args.ask or (DEMO_QUESTIONS if args.source == "demo" else [])
+    questions = sorted((parse_ask(a) for a in asks), key=lambda q: q.at)
     try:
         if args.model:
             model = load_model(args.model, device=args.device, dtype=args.dtype, local_only=args.local_only)
@@ -163,14 +186,12 @@ def run_headless(args) -> int:
     printer = Printer(show_silence=not args.quiet_silence)
     events = []
     code = 0
+    for q in questions:  # asked on the source's clock: the same frame live or replayed with --fast
+        session.ask(q.text, at=q.at)
     session.start(args.source)
-    qi = 0
     try:
         while True:
             now = session.clock()
-            while qi < len(questions) and questions[qi].at <= now:
-                session.ask(questions[qi].text)
-                qi += 1
             done = False
             for ev in session.poll():
                 events.append(ev)

@@ -105,13 +105,12 @@ class EngineBackend:
         return LoadedModel(handle, name, device, bool(getattr(handle, "trained", True)))
 
     def new_session(self, model: LoadedModel, settings: Settings, transcript_dir: Path | None) -> SessionLike:
-        from engine import protocol as P
         from engine.session import Session, SessionConfig
 
         cfg = SessionConfig(
             fps=settings.fps,
             memory_frames=settings.memory_frames,
-            system_prompt=settings.system_prompt or P.REALTIME_SYSTEM_PROMPT,
+            system_prompt=settings.system_prompt or None,  # None: the model's own prompt
             max_context=settings.max_context,
             realtime=True,
             temperature=settings.temperature,

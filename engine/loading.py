@@ -160,16 +160,22 @@ def load_model(
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    state = read_state(weight_files(folder), device="cpu" if device.type != "cuda" else device)
-    with torch.device("meta"):
-        model = Model(cfg)
-    check_state(model, state)
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state, strict=False, assign=True)
-    model.inv_freq = rope_inv_freq(cfg.text)  # non-persistent buffer: still on meta
-    model.to(device)
+    try:
+        state = read_state(weight_files(folder), device="cpu" if device.type != "cuda" else device)
+        with torch.device("meta"):
+            model = Model(cfg)
+        check_state(model, state)
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        model.load_state_dict(state, strict=False, assign=True)
+        model.inv_freq = rope_inv_freq(cfg.text)  # non-persistent buffer: still on meta
+        model.to(device)
+    except torch.OutOfMemoryError:
+        raise LoadError(
+            f"Out of memory while loading {path} on {device}: use a smaller dtype (bfloat16) or the CPU."
+        ) from None
     model.eval()
     model.tokenizer = _load_tokenizer(folder)
+    model.generation = _load_generation(folder)
     model.source = str(path)
     return model
 
@@ -188,6 +194,20 @@ def check_state(model: Model, state: dict[str, torch.Tensor]) -> None:
     for k in extra:  # tolerated (e.g. rotary buffers of older exports), but removed
         del state[k]
     model.ignored_keys = extra
+
+
+def _load_generation(folder: Path) -> dict:
+    """generation.json: settings the model was trained with (our small model's short system prompt)."""
+    f = folder / "generation.json"
+    if not f.exists():
+        return {}
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LoadError(f"{f} is not valid JSON ({e}).") from None
+    if not isinstance(d, dict) or not isinstance(d.get("system_prompt", ""), str):
+        raise LoadError(f"{f} must be a JSON object whose system_prompt is text.")
+    return d
 
 
 def _load_tokenizer(folder: Path):
@@ -230,4 +250,7 @@ def save_model(model: Model, folder: str | os.PathLike, tokenizer=None, max_shar
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is not None:
         tok.save(folder / "tokenizer.json")
+    gen = getattr(model, "generation", None)
+    if gen:
+        (folder / "generation.json").write_text(json.dumps(gen, indent=2) + "\n")
     return folder

@@ -47,10 +47,13 @@ class SessionConfig:
     fps: float = 1.0  # frames per second that enter the model (1 fps as in the published data)
     memory_frames: int = 64  # visual memory capacity in frames (sliding window beyond it)
     keep_first: int = 0  # frames kept at the start of the memory when it slides
-    system_prompt: str = P.REALTIME_SYSTEM_PROMPT
+    system_prompt: str | None = None  # None: the model's own (generation.json), else the reference one
     max_context: int = 4096  # text tokens before the stream is compacted
     max_segment_tokens: int = 96  # longest single answer segment
-    realtime: bool = True  # pace video files by wall clock; False = as fast as perception takes them
+    realtime: bool = True  # pace video files by wall clock; False = replay as fast as the model goes
+    # replay (realtime=False): like a live stream at this decode speed, the model may say up to this
+    # many tokens after a frame before the next frame enters (lossless: nothing is dropped)
+    replay_tokens_per_frame: int = 150
     temperature: float = 0.0
     transcript_dir: Path | None = None  # write <dir>/<session_id>.jsonl as events happen
     transcript_path: Path | None = None  # or exactly this file (wins over transcript_dir)
@@ -77,6 +80,7 @@ class Session:
         self.transcript_path: Path | None = None
         self._out: collections.deque[E.Event] = collections.deque()
         self._inbox: collections.deque[tuple[str, str]] = collections.deque()
+        self._scheduled_in: collections.deque[tuple[float, str]] = collections.deque()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._paused = False
@@ -96,7 +100,7 @@ class Session:
             self.model,
             self.tok,
             StreamConfig(
-                system_prompt=cfg.system_prompt,
+                system_prompt=cfg.system_prompt or model_system_prompt(self.model),
                 memory_frames=cfg.memory_frames,
                 keep_first=cfg.keep_first,
                 max_context=cfg.max_context,
@@ -147,8 +151,11 @@ class Session:
         for t in self._threads:
             t.start()
 
-    def ask(self, text: str) -> None:
-        """Queue a question (thread-safe, returns at once). Empty questions are ignored with an Error."""
+    def ask(self, text: str, at: float | None = None) -> None:
+        """Queue a question (thread-safe, returns at once). Empty questions are ignored with an Error.
+
+        `at`: source time in seconds; the question enters right after the first frame at or past it
+        (a scripted question lands on the same frame however fast a file is replayed)."""
         if not isinstance(text, str) or not text.strip():
             self._emit(E.Error(self.clock(), "The question is empty.", "input"))
             return
@@ -158,6 +165,9 @@ class Session:
                 E.Error(self.clock(), f"The question was cut to its first {limit} characters.", "input")
             )
             text = text[:limit]
+        if at is not None:
+            self._scheduled_in.append((float(at), text))
+            return
         self._inbox.append(("ask", text))
         if self._running:
             self.gen_wake.notify()
@@ -285,6 +295,9 @@ class Session:
                 continue
             frame, captured = item
             slot = self.ring.producer_slot()
+            while slot is None and not self.cfg.realtime and not self._stop.is_set():
+                self.frame_wake.wait(0.01)  # lossless replay: wait for a free slot
+                slot = self.ring.producer_slot()
             if slot is None:  # generation is behind by STAGING frames: drop, never block
                 self.ring.record_drop()
                 continue
@@ -302,14 +315,28 @@ class Session:
 
     def _generation_loop(self) -> None:
         dec = self.decoder
+        scheduled: list[tuple[float, str]] = []
+        since_frame = 0  # tokens decoded since the last frame (replay pacing)
+        replay = not self.cfg.realtime
         while not self._stop.is_set():
             busy = False
+            while self._scheduled_in:
+                scheduled.append(self._scheduled_in.popleft())
+                scheduled.sort(key=lambda q: q[0])
             while (r := self.ring.peek()) is not None:
+                if replay and not dec.waiting and since_frame < self.cfg.replay_tokens_per_frame:
+                    break  # replay: the model finishes its thought first, as it would live
                 self._emit_all(dec.add_frame(r.slot, None, r.source_t))
                 dec.flush()  # commits the staged frame: its slot may be reused after this
                 self.ring.advance()
+                self.frame_wake.notify()
                 self._last_frame_captured = r.captured
+                since_frame = 0
+                while scheduled and scheduled[0][0] <= r.source_t + 1e-6:
+                    self._emit_all(dec.ask(scheduled.pop(0)[1]))
                 busy = True
+                if replay:
+                    break
             while self._inbox:
                 cmd, text = self._inbox.popleft()
                 self._emit_all(dec.ask(text) if cmd == "ask" else dec.hush())
@@ -317,12 +344,13 @@ class Session:
             evs = dec.step()
             if evs:
                 n_tok = sum(isinstance(e, E.Token) for e in evs)
+                since_frame += n_tok
                 if n_tok:
                     self._token_times.append(time.monotonic())
                 self._emit_all(evs)
             self._maybe_stats()
             if not evs and not busy:
-                if self._source_done and self._perception_done and self.ring.peek() is None:
+                if self._source_done and self._perception_done and self.ring.peek() is None and not scheduled:
                     break  # the stream is over and the model has nothing more to say
                 self.gen_wake.wait(0.1)
         if not self._stop.is_set():
@@ -386,6 +414,12 @@ class Session:
 
 
 _finish_lock = threading.Lock()
+
+
+def model_system_prompt(model) -> str:
+    """The prompt the model was trained with (its generation.json), else the reference real-time one."""
+    gen = getattr(model, "generation", None) or {}
+    return gen.get("system_prompt") or P.REALTIME_SYSTEM_PROMPT
 
 
 class _null:

@@ -48,6 +48,12 @@ class _Tok:
                 out += [10 + sum(map(ord, piece)) % self.span] * max(1, len(piece) // 4)
         return out
 
+    def encode(self, text):
+        return self.encode_parts([(text, False)])
+
+    def encode_markup(self, text):
+        return self.encode_parts([(text, True)])
+
     def decode(self, ids):
         return " ".join(str(i) for i in ids)
 
