@@ -75,6 +75,8 @@ def make_screenshot(
 
     spec = source or default_source()
     question, answers = script_for(spec)
+    if real:
+        question = "How many objects are there?"
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
 
     class ScriptedBackend:
@@ -108,12 +110,18 @@ def make_screenshot(
         run_until(app, lambda: w.video.frames_seen >= 2, 20)
         w.input.setText(question)
         w._send_typed()
-        if real:
-            run_until(app, lambda: False, 15)
+        if real:  # the bundled model on the demo scene: a count, revised when an object leaves
+            run_until(app, lambda: w.video.frames_seen >= 9, 30)
+            w.input.setText("What number does the display show?")
+            w._send_typed()
+            run_until(app, lambda: w.video.frames_seen >= 14, 30)
+            w.input.setText("Tell me when a black star appears.")
+            w._send_typed()
+            run_until(app, lambda: w.video.frames_seen >= 20, 30)
         else:
             run_until(app, lambda: len(w.log.answers) >= 2 and not w.log.speaking, 30)
             run_until(app, lambda: w.watching.isVisible(), 5)
-        w.input.setText("Is anyone else in the room?")
+        w.input.setText("What do you see?" if real else "Is anyone else in the room?")
         w.chat.flush()
         app.processEvents()
         out.parent.mkdir(parents=True, exist_ok=True)

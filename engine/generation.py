@@ -128,7 +128,11 @@ class StreamDecoder:
             self.pending.append(self.tok.silence_id)
             self.waiting = False
         out.append(E.TurnEnd(t, self.turn, interrupted=bool(out)))
-        q = self.tok.encode_parts(P.question_parts(question))
+        # A question must leave room for the prefix, recent frames and the answer: compaction keeps
+        # the whole question, so an unbounded one would overflow the cache (fixed size max_context+64).
+        head, body, tail = P.question_parts(question)
+        words = self.tok.encode(body[0])[: self.cfg.max_context // 4]
+        q = self.tok.encode_markup(head[0]) + words + self.tok.encode_markup(tail[0])
         start = self.length + 1  # after the closing <|eot_id|> of the assistant turn
         self.pending += q
         self.question_span = (start, self.length)

@@ -452,8 +452,16 @@ class Model(nn.Module):
         kb = k.new_zeros(B * Fmax, Lx, N, kv_heads, d).index_copy(0, dest, k)
         vb = v.new_zeros(B * Fmax, Lx, N, kv_heads, d).index_copy(0, dest, v)
         # (B, Fmax, Lx, N, KV, D) -> per layer (B, KV, Fmax*N, D)
-        kb = kb.view(B, Fmax, Lx, N, kv_heads, d).permute(2, 0, 4, 1, 3, 5).reshape(Lx, B, kv_heads, Fmax * N, d)
-        vb = vb.view(B, Fmax, Lx, N, kv_heads, d).permute(2, 0, 4, 1, 3, 5).reshape(Lx, B, kv_heads, Fmax * N, d)
+        kb = (
+            kb.view(B, Fmax, Lx, N, kv_heads, d)
+            .permute(2, 0, 4, 1, 3, 5)
+            .reshape(Lx, B, kv_heads, Fmax * N, d)
+        )
+        vb = (
+            vb.view(B, Fmax, Lx, N, kv_heads, d)
+            .permute(2, 0, 4, 1, 3, 5)
+            .reshape(Lx, B, kv_heads, Fmax * N, d)
+        )
         return [(kb[i], vb[i]) for i in range(Lx)]
 
     def hidden_states(self, input_ids, pixel_values=None, frames_per_sample=None, pad_mask=None):
@@ -472,7 +480,9 @@ class Model(nn.Module):
         if Fmax > 0 and pixel_values is not None:
             counts = is_img.sum(1).tolist()
             if counts != list(frames_per_sample):
-                raise ValueError(f"image tokens per sample {counts} differ from frames per sample {frames_per_sample}")
+                raise ValueError(
+                    f"image tokens per sample {counts} differ from frames per sample {frames_per_sample}"
+                )
             nz = is_img.nonzero()  # (sumF, 2): (sample, position), sample after sample, in order
             first = torch.tensor([0] + counts[:-1], device=dev).cumsum(0)  # first frame of each sample
             j = torch.arange(len(nz), device=dev) - first[nz[:, 0]]

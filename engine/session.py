@@ -88,6 +88,7 @@ class Session:
         self._latest: np.ndarray | None = None
         self._writer = None
         self.decoder: StreamDecoder | None = None
+        self._t0 = time.monotonic()  # reset at start(); questions may be queued before it
 
     # ---- facade ----------------------------------------------------------------------------------
     def start(self, source: FrameSource | str) -> None:

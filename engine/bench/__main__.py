@@ -20,11 +20,30 @@ def main(argv=None) -> int:
         )
     except ImportError:
         cpu = None
+    from engine.bench import soak
+
+    soak.add_args(
+        sub.add_parser(
+            "soak", help="long-run stability: memory, latency, repetition (simulated or wall clock)"
+        )
+    )
+    try:
+        from engine.bench import fuzz
+
+        fuzz.add_args(
+            sub.add_parser("fuzz", help="hypothesis fuzzing of the protocol layer (needs hypothesis)")
+        )
+    except ImportError:
+        fuzz = None
     args = p.parse_args(argv)
     if args.cmd == "gpu":
         gpu.run(args)
     elif args.cmd == "cpu":
         cpu.run(args)
+    elif args.cmd == "soak":
+        return soak.run(args)
+    elif args.cmd == "fuzz":
+        return fuzz.run(args)
     return 0
 
 

@@ -983,7 +983,10 @@ class TransformersRewriter:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self._tok = AutoTokenizer.from_pretrained(self.name)
-            self._model = AutoModelForCausalLM.from_pretrained(self.name).to(self.device).eval()
+            # safetensors only: a pickled checkpoint could run code when opened
+            self._model = (
+                AutoModelForCausalLM.from_pretrained(self.name, use_safetensors=True).to(self.device).eval()
+            )
         chat = [
             {"role": "system", "content": _REWRITE_PROMPT.format(role=role)},
             {"role": "user", "content": text},

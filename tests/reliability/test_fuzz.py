@@ -1,0 +1,45 @@
+"""Fuzz the protocol layer with hypothesis (few examples here; `python -m engine.bench fuzz` runs many)."""
+
+import pytest
+
+pytest.importorskip("hypothesis", reason="hypothesis is not installed")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from engine.bench import fuzz  # noqa: E402
+from engine.bundled import random_model  # noqa: E402
+
+CI = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def props(tmp_path_factory):
+    return fuzz.properties(random_model().tokenizer, tmp_path_factory.mktemp("fuzz"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tokenizer literal text",
+        "question control tokens",
+        "events.from_dict on JSON",
+        "event round trip",
+        "settings YAML",
+        "transcript bytes",
+    ],
+)
+def test_property(props, name):
+    CI(props[name])()
+
+
+def test_fuzz_runner_counts_examples():
+    results = fuzz.run_all(5, tok=random_model().tokenizer)
+    assert set(results) == {
+        "tokenizer literal text",
+        "question control tokens",
+        "events.from_dict on JSON",
+        "event round trip",
+        "settings YAML",
+        "transcript bytes",
+    }
+    assert all(n >= 1 for n, _ in results.values())
