@@ -54,18 +54,6 @@ def attend(q, k, v, causal: bool = False, mask: torch.Tensor | None = None) -> t
         o = _flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
         return o.transpose(1, 2)
     gqa = q.shape[1] != k.shape[1]
-    if gqa and T == 1:
-        # Decode: one query row per head. SDPA with a mask and GQA falls back to a path that expands
-        # K/V to every query head (4x the bytes read per token at 32/8 heads). Grouping the query
-        # heads per KV head reads each K/V once.
-        B, H, _, D = q.shape
-        KV = k.shape[1]
-        qg = q.view(B, KV, H // KV, D)  # (B, KV, G, D)
-        att = (qg @ k.transpose(-1, -2)) * D**-0.5  # (B, KV, G, S)
-        if mask is not None:  # (causal needs nothing: the one query is the last position)
-            att = att.masked_fill(~mask.reshape(mask.shape[0], 1, 1, -1), float("-inf"))
-        att = torch.softmax(att.float(), dim=-1).to(v.dtype)
-        return (att @ v).view(B, H, 1, D)
     if gqa and mask is not None and q.is_cuda and T > 1:
         # Masked GQA has no fused CUDA kernel (SDPA would take the slow math path); for prefill and
         # training, repeating KV heads is the cheaper trade. Decode (T == 1) never repeats (trap 3).
