@@ -42,6 +42,13 @@ class Minute:
     frame_ms: float  # median wall time per stream frame (perceive + commit + decode)
     tokens: int  # tokens decoded in this minute
     distinct2: float  # distinct bigrams / bigrams of this minute's speech (nan when < 2 words)
+    gpu_mb: float = 0.0  # GPU memory allocated by torch at the end of the minute (0 on the CPU)
+
+
+def gpu_mb() -> float:
+    import torch
+
+    return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 
 
 def rss_mb() -> float:
@@ -95,7 +102,8 @@ def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_
         t0 = time.perf_counter()
         if i % per_minute == 0:
             dec.ask(QUESTIONS[(i // per_minute) % len(QUESTIONS)])
-        px = batch_pixels([next(frames)], size)
+        p0 = next(model.parameters())
+        px = batch_pixels([next(frames)], size).to(p0.device, p0.dtype)
         kv = perceive(model, px)
         dec.add_frame(kv[0][0], kv[1][0], now[0])
         for _ in range(token_budget):
@@ -111,6 +119,7 @@ def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_
             row = Minute(
                 minute=(i + 1) // per_minute,
                 rss_mb=rss_mb(),
+                gpu_mb=gpu_mb(),
                 frames_in_memory=dec.memory.visible,
                 capacity=dec.memory.C,
                 kv_len=dec.cache.length,
@@ -161,6 +170,7 @@ def soak_wall(model, minutes: float, fps: float, memory_frames: int, log=print):
                 row = Minute(
                     minute=int(next_row // 60),
                     rss_mb=rss_mb(),
+                    gpu_mb=gpu_mb(),
                     frames_in_memory=last.frames_in_memory,
                     capacity=memory_frames,
                     kv_len=s.decoder.cache.length,
@@ -212,6 +222,17 @@ def verdicts(rows: list[Minute]) -> list[tuple[str, bool, str]]:
                 "RSS flat after the memory fills",
                 growth < 0.05,
                 f"peak {a:.1f} -> {b:.1f} MB, halves of the last {len(window)} min ({100 * growth:+.1f}%)",
+            )
+        )
+    if len(window) >= 2 and window[0].gpu_mb > 0:
+        half = len(window) // 2
+        a = max(r.gpu_mb for r in window[:half])
+        b = max(r.gpu_mb for r in window[half:])
+        out.append(
+            (
+                "GPU memory flat after the memory fills",
+                b <= a * 1.05,
+                f"peak {a:.1f} -> {b:.1f} MB allocated, halves of the last {len(window)} min",
             )
         )
     if n >= 12:
@@ -267,6 +288,9 @@ def write_outputs(rows: list[Minute], out: Path) -> tuple[Path, Path | None]:
     ax2 = ax.twinx()
     ax2.plot(m, [r.step_ms for r in rows], "r-", label="decode step (ms)")
     ax2.set_ylabel("median decode step (ms)", color="r")
+    if any(r.gpu_mb for r in rows):
+        ax.plot(m, [r.gpu_mb for r in rows], "g-", label="GPU allocated (MB)")
+        ax.legend(loc="lower left")
     ax.set_title("soak: resident memory and latency")
     fig.tight_layout()
     png = out / "soak.png"
