@@ -58,6 +58,11 @@ class StreamDecoder:
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.clock = clock or _Clock()
+        if self.device.type == "cuda":
+            # The stream's prefill chunks have ever-new shapes (the cache grows by a few tokens each
+            # time); cuDNN's attention builds and keeps a plan per shape, which grows host memory
+            # without bound over a long stream. Flash / memory-efficient kernels need no plans.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         if tokenizer.image_id != model.cfg.video.image_token_id:
             raise ValueError(
                 f"tokenizer's <|image|> id {tokenizer.image_id} differs from the model's {model.cfg.video.image_token_id}"
