@@ -271,7 +271,9 @@ class StreamDecoder:
         xkv = self.memory.views() if vis else None
         xmask = None
         row = torch.ones(1, T, 1, dtype=self.dtype, device=dev)
-        if vis:
+        if vis and T == 1:
+            pass  # one token at the end of the stream sees every committed frame: no mask
+        elif vis:
             slot_pos = self.memory.slot_pos[:vis].to(dev)  # (vis,)
             see = slot_pos[None, :] <= pos[0][:, None]  # (T, vis): frames at or before each token
             has = see.any(1)
