@@ -350,7 +350,14 @@ class _Clock:
         return time.monotonic() - self.t0
 
 
-def perceive(model, pixels: torch.Tensor):
-    """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work."""
+def perceive(model, pixels: torch.Tensor, batch: int | None = None):
+    """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work.
+    `batch`: encode in chunks of this many frames (offline hand-over of many frames at once)."""
     with torch.inference_mode():
-        return model.project_memory(model.encode_frames(pixels))
+        if batch is None or len(pixels) <= batch:
+            return model.project_memory(model.encode_frames(pixels))
+        parts = [
+            model.project_memory(model.encode_frames(pixels[i : i + batch]))
+            for i in range(0, len(pixels), batch)
+        ]
+        return torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])

@@ -27,7 +27,7 @@ import torch
 
 from engine import events as E
 from engine import protocol as P
-from engine.generation import StreamConfig, StreamDecoder
+from engine.generation import StreamConfig, StreamDecoder, perceive
 from engine.memory import KVCache
 from engine.model import Model, rope_cos_sin
 
@@ -116,12 +116,7 @@ def bench_ours(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int = N_NEW)
     def ttft():
         dec.reset()
         with torch.inference_mode():
-            ks, vs = [], []
-            for i in range(0, F, ENCODE_BATCH):
-                k, v = m.project_memory(m.encode_frames(px[i : i + ENCODE_BATCH]))
-                ks.append(k)
-                vs.append(v)
-            k, v = torch.cat(ks), torch.cat(vs)
+            k, v = perceive(m, px, batch=ENCODE_BATCH)
             for i in range(F):
                 dec.add_frame(k[i], v[i])
             dec.ask(QUESTION)

@@ -21,7 +21,7 @@ import torch
 
 from engine import config as C
 from engine.fast import GraphDecoder
-from engine.generation import StreamConfig, StreamDecoder
+from engine.generation import StreamConfig, StreamDecoder, perceive
 from engine.model import Model
 
 HBM_PEAK = {"H100": 3.35e12, "H200": 4.8e12}
@@ -135,12 +135,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
     def offline():
         dec.reset()
         with torch.inference_mode():
-            ks, vs = [], []
-            for i in range(0, F, 32):  # batched vision encoding
-                k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
-                ks.append(k)
-                vs.append(v)
-            k, v = torch.cat(ks), torch.cat(vs)
+            k, v = perceive(m, px, batch=32)  # batched vision encoding
             for i in range(F):
                 dec.add_frame(k[i], v[i])
             dec.ask(question)
@@ -151,13 +146,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
     r["offline_ttft_s"], _ = timed(offline, dev)
     # streaming: frames were perceived and committed as they came; then the question arrives
     dec.reset()
-    with torch.inference_mode():
-        ks, vs = [], []
-        for i in range(0, F, 32):
-            k, v = m.project_memory(m.encode_frames(px[i : i + 32]))
-            ks.append(k)
-            vs.append(v)
-        k, v = torch.cat(ks), torch.cat(vs)
+    k, v = perceive(m, px, batch=32)
     silence = tok.silence_id
     for i in range(F):
         dec.pending.append(silence)
