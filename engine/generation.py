@@ -15,6 +15,7 @@ then the most recent tokens from a frame boundary; the kept frames are re-positi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -243,7 +244,8 @@ class StreamDecoder:
         """Run pending tokens through the model (prefill of a chunk, or decode of one token)."""
         if not self.pending:
             return
-        if self.length > self.cfg.max_context:
+        compacted = self.length > self.cfg.max_context
+        if compacted:
             self._compact()
         start = len(self.ids)
         chunk = self.pending
@@ -258,6 +260,8 @@ class StreamDecoder:
                 self.memory.commit(self.model, k, v, pos)
         self.logits = self._forward(chunk, start)
         self.ids += chunk
+        if compacted:
+            _trim_heap()
 
     def _forward(self, chunk: list[int], start: int) -> torch.Tensor:
         m, dev = self.model, self.device
@@ -328,6 +332,15 @@ class StreamDecoder:
         # pending frames now index into the new pending list
         self.pending_frames = pend_rel
         self.compactions += 1
+
+
+def _trim_heap() -> None:
+    """Hand the re-prefill's freed scratch memory back to the OS (glibc keeps it otherwise, which reads
+    as a resident-memory step between two compactions of a long stream). Rare: once per compaction."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, Windows, musl): nothing to do
 
 
 def _no_cudnn_attention(dev):
