@@ -341,3 +341,22 @@ def test_run_benchmark_tiny_video(tiny, tmp_path):
     assert res.accuracy == 1.0 and seen == [3, 2]  # 1 fps up to time_s inclusive
     real = H.run_benchmark(tiny, qs, tmp_path)  # the random model through the real decoder
     assert sum(n for n, _ in real.per_task.values()) == 2 and len(real.replies) == 2
+
+
+def test_replay_wall_through_the_real_runtime(records):
+    """The same record through Session (three threads, wall clock at 8x): every question reaches the
+    model on its frame, the trace covers the video, and the scorer takes it like a simulated one."""
+    from engine.bundled import load_default_model
+
+    model = load_default_model()
+    rec = records[0]
+    sp = model.generation.get("system_prompt", "") if getattr(model, "generation", None) else ""
+    tr = H.replay_wall(model, rec, sp or H.P.REALTIME_SYSTEM_PROMPT, speed=8.0)
+    meta = rec["meta"]
+    assert tr.n_frames == meta["n_frames"] == len(tr.text)
+    assert set(tr.turn_of) == {q["qid"] for q in meta["questions"]}
+    assert sorted(tr.turn_of.values()) == list(range(1, len(meta["questions"]) + 1))
+    assert all(0 <= s.start_frame < tr.n_frames for s in tr.segments)
+    res = H.Results()
+    H.score_record(meta, tr, res)
+    assert res.to_dict()["false_speech"]["n"] == len(meta["silent_frames"])

@@ -32,11 +32,38 @@ def _parse_seeds(spec: str) -> list[int]:
     return out
 
 
+def run_wall(args, seeds, realtime) -> int:
+    from engine.eval.harness import evaluate_synthetic, load_system_prompt
+    from engine.loading import load_model
+
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    res = evaluate_synthetic(
+        model,
+        seeds,
+        load_system_prompt(args.model),
+        realtime,
+        args.offline,
+        args.offline_rt,
+        wall_speed=args.wall,
+    )
+    res.model = str(args.model)
+    print(f"# {args.model}: synthetic suite, real runtime at {args.wall:g}x real time, seeds {args.seeds}, ")
+    print(f"wall {time.perf_counter() - t0:.1f} s\n")
+    print(res.markdown())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({**res.to_dict(), "seeds": seeds, "wall_speed": args.wall}, f, indent=2)
+    return 0
+
+
 def run_synthetic(args) -> int:
     from engine.eval.harness import Results, eval_worker
 
     seeds = _parse_seeds(args.seeds)
     realtime = not args.no_realtime
+    if args.wall:
+        return run_wall(args, seeds, realtime)
     workers = max(1, args.workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
@@ -111,6 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-realtime", action="store_true", help="skip the real-time replay")
     ap.add_argument("--tokens-per-frame", type=int, default=None, help="decode budget per frame")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument(
+        "--wall",
+        type=float,
+        default=None,
+        metavar="SPEED",
+        help="replay through the real runtime on the wall clock at SPEED x real time (one process)",
+    )
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--annotations", default=None)
     ap.add_argument("--video-root", default=None)

@@ -222,6 +222,66 @@ def replay(
     return tr
 
 
+def replay_wall(
+    model,
+    record: dict,
+    system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
+    speed: float = 1.0,
+    max_segment_tokens: int = 96,
+    frames: np.ndarray | None = None,
+) -> Trace:
+    """Replay a real-time record through the real runtime (`Session`, its three threads, wall clock)
+    -> Trace. Frames arrive on time at `speed` x the record's rate, whether or not the model is still
+    speaking (as live); each question enters right after its frame. Slower than `replay` and not
+    deterministic: it measures the product as users run it."""
+    from engine.session import Session, SessionConfig
+    from engine.sources import SyntheticSource
+
+    meta = record["meta"]
+    F, fps = int(meta["n_frames"]), float(meta.get("fps") or 1.0)
+    rate = fps * speed
+    if frames is None:
+        frames = frames_of(record, model.cfg.vision.image_size)
+    cfg = SessionConfig(
+        fps=rate,
+        memory_frames=max(F, 1),
+        system_prompt=system_prompt,
+        max_segment_tokens=max_segment_tokens,
+        realtime=True,
+    )
+    session = Session(model, config=cfg)
+    questions = sorted(meta.get("questions", []), key=lambda q: int(q["ask_frame"]))
+    for q in questions:
+        session.ask(q["text"], at=int(q["ask_frame"]) / rate)
+    session.start(SyntheticSource(list(frames[:F]), fps=rate, realtime=True))
+    tr = Trace(F, [""] * F, [False] * F)
+    open_seg: dict[int, Segment] = {}
+    f, asked = 0, 0
+    for ev in session.events(timeout=F / rate + 30):
+        if isinstance(ev, E.FrameSeen):
+            f = min(F - 1, int(round(ev.source_t * rate)))  # the source frame, even if one was dropped
+        elif isinstance(ev, E.TurnStart) and ev.turn > 0 and asked < len(questions):
+            tr.turn_of[int(questions[asked]["qid"])] = ev.turn
+            asked += 1
+        elif isinstance(ev, E.SpeechStart):
+            open_seg[ev.segment] = seg = Segment(ev.segment, ev.turn, f)
+            tr.segments.append(seg)
+        elif isinstance(ev, E.Token):
+            tr.text[f] += ev.text
+            tr.spoke[f] = True
+            tr.tokens += 1
+        elif isinstance(ev, E.Silence):
+            tr.tokens += 1
+        elif isinstance(ev, E.SpeechEnd):
+            seg = open_seg.pop(ev.segment, None)
+            if seg is not None:
+                seg.end_frame, seg.text, seg.interrupted = f, ev.text, ev.interrupted
+    session.stop()
+    for seg in open_seg.values():
+        seg.end_frame = F - 1
+    return tr
+
+
 def oracle_trace(meta: dict) -> Trace:
     """The trace the record itself describes: each expected speech at the frame the record speaks it."""
     F = int(meta["n_frames"])
@@ -599,14 +659,21 @@ def evaluate_synthetic(
     offline_rt: bool = False,
     tokens_per_frame: int | None = None,
     progress: Callable[[str], None] | None = None,
+    wall_speed: float | None = None,
 ) -> Results:
+    """Score the real-time replay (simulated clock; or the real runtime on the wall clock at
+    `wall_speed` x real time), and optionally offline QA."""
     res = Results()
     t0 = time.perf_counter()
     seeds = list(seeds)
     if realtime or offline_rt:
         for rec in synthetic_records(seeds, "realtime", system_prompt):
             frames = frames_of(rec, model.cfg.vision.image_size)
-            if realtime:
+            if realtime and wall_speed:
+                score_record(
+                    rec["meta"], replay_wall(model, rec, system_prompt, wall_speed, frames=frames), res
+                )
+            elif realtime:
                 tr = replay(model, rec, system_prompt, tokens_per_frame=tokens_per_frame, frames=frames)
                 score_record(rec["meta"], tr, res)
             if offline_rt:
