@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,6 @@ class SessionConfig:
     transcript_path: Path | None = None  # or exactly this file (wins over transcript_dir)
     stats_every_s: float = 1.0
     torch_threads: int | None = None  # CPU: intra-op threads per channel (None: half the cores)
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
