@@ -92,7 +92,8 @@ class GraphDecoder:
                 self._run()
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the perception thread keeps launching work on its own stream during capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = self._run()
 
     @torch.inference_mode()

@@ -73,7 +73,8 @@ class VisualMemory:
         )
         self.stage_k = torch.zeros(staging, self.L, self.N, kv, d, dtype=dtype, device=device)
         self.stage_v = torch.zeros_like(self.stage_k)
-        self.stage_events: list = [None] * staging  # CUDA events recorded by perception per staging slot
+        self.stage_events: list = [None] * staging  # CUDA: perception finished writing the slot
+        self.consumed_events: list = [None] * staging  # CUDA: generation finished reading the slot
         self.keep_first = keep_first
         self.slot_pos = torch.full((self.C,), -1, dtype=torch.long)  # text position of each slot's frame
         # which memory tokens hold a committed frame: the fixed-shape view a CUDA graph attends through
@@ -110,6 +111,11 @@ class VisualMemory:
     # ---- perception side -------------------------------------------------------------------------
     def stage(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write one frame's raw K/V (Lx, N, KV, D) into staging slot i (perception thread)."""
+        done = self.consumed_events[i]
+        if done is not None:
+            # The ring freed this slot when the generation thread had *enqueued* its commit; the GPU
+            # may not have run that copy yet. Order our write after it (no host sync).
+            torch.cuda.current_stream().wait_event(done)
         self.stage_k[i].copy_(k, non_blocking=True)
         self.stage_v[i].copy_(v, non_blocking=True)
         if self.stage_k.is_cuda:
@@ -133,7 +139,12 @@ class VisualMemory:
         ev = self.stage_events[i]
         if ev is not None:  # perception ran on its own stream: order after it without a host sync
             torch.cuda.current_stream().wait_event(ev)
-        return self.commit(model, self.stage_k[i], self.stage_v[i], text_pos)
+        s = self.commit(model, self.stage_k[i], self.stage_v[i], text_pos)
+        if self.stage_k.is_cuda:
+            done = torch.cuda.Event()
+            done.record()
+            self.consumed_events[i] = done
+        return s
 
     def _write(self, model, s: int, k, v, text_pos: int) -> None:
         N = self.N

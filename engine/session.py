@@ -302,8 +302,9 @@ class Session:
                 self.ring.record_drop()
                 continue
             t0 = time.monotonic()
-            px = batch_pixels([frame.image], size).to(mem.k.device, mem.k.dtype)
             with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _null():
+                # the upload is enqueued on the perception stream too, so the encoder reads it in order
+                px = batch_pixels([frame.image], size).to(mem.k.device, mem.k.dtype, non_blocking=True)
                 k, v = model.project_memory(model.encode_frames(px))
                 mem.stage(slot, k[0], v[0])
             self._perceive_times.append(time.monotonic() - t0)
