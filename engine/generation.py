@@ -93,6 +93,7 @@ class StreamDecoder:
         self.segment_id = -1
         self.seg_tokens: list[int] = []  # tokens of the speech segment in progress
         self.seg_text = ""
+        self._text = None  # incremental decoder of the segment in progress
         self.turn_segments: list[tuple[int, str]] = []  # (segment id, text) spoken under this turn
         self.frames_seen = 0
         self.tokens_decoded = 0
@@ -183,12 +184,15 @@ class StreamDecoder:
             out.append(E.SpeechStart(t, self.turn, self.segment_id, revises=prev[0] if prev else None))
             if prev is not None:
                 out.append(E.Revision(t, self.turn, self.segment_id, prev[0], prev[1]))
+        if not self.seg_tokens:
+            self._text = self.tok.stream() if hasattr(self.tok, "stream") else None
         self.seg_tokens.append(tok)
-        text = self.tok.decode(self.seg_tokens)
-        if text.endswith("\ufffd"):  # a multi-byte character split across tokens: wait for the rest
-            piece = ""
+        if self._text is not None:  # incremental: O(1) per token however long the answer runs
+            piece = self._text.push(tok)  # "" while a multi-byte character is incomplete
         else:
-            piece, self.seg_text = text[len(self.seg_text) :], text
+            text = self.tok.decode(self.seg_tokens)
+            piece = "" if text.endswith("\ufffd") else text[len(self.seg_text) :]
+        self.seg_text += piece
         out.append(E.Token(t, self.turn, self.segment_id, piece))
         self.pending.append(tok)
         return out
