@@ -21,6 +21,7 @@ It knows nothing of Qt.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import time
@@ -302,7 +303,10 @@ class Session:
                 self.ring.record_drop()
                 continue
             t0 = time.monotonic()
-            with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _null():
+            with (
+                torch.inference_mode(),
+                torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext(),
+            ):
                 # the upload is enqueued on the perception stream too, so the encoder reads it in order
                 px = batch_pixels([frame.image], size).to(mem.k.device, mem.k.dtype, non_blocking=True)
                 k, v = model.project_memory(model.encode_frames(px))
@@ -390,7 +394,7 @@ class Session:
                 frames_dropped=self.mailbox.replaced + self.ring.dropped,
                 tokens_per_s=tps,
                 memory_mb=mem_mb,
-                rss_mb=_rss_mb(),
+                rss_mb=rss_mb(),
             )
         )
 
@@ -423,19 +427,12 @@ def model_system_prompt(model) -> str:
     return gen.get("system_prompt") or P.REALTIME_SYSTEM_PROMPT
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """Resident memory of this process in MB (0 where /proc is absent)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

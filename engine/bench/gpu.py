@@ -11,6 +11,7 @@ and peak memory. `--scale tiny` runs the same code on tiny configs (CPU smoke te
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import threading
@@ -194,7 +195,10 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
             nxt = time.perf_counter()
             while not stop.is_set():
                 nxt += 1.0 / fps
-                with torch.inference_mode(), torch.cuda.stream(stream) if stream else _Null():
+                with (
+                    torch.inference_mode(),
+                    torch.cuda.stream(stream) if stream else contextlib.nullcontext(),
+                ):
                     kk, vv = m.project_memory(m.encode_frames(px1))
                     dec.memory.stage(0, kk[0], vv[0])
                 time.sleep(max(0.0, nxt - time.perf_counter()))
@@ -210,14 +214,6 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
     if dev.type == "cuda":
         r["peak_mem_GB"] = torch.cuda.max_memory_allocated() / 1e9
     return r
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 # ---- baselines through transformers ---------------------------------------------------------------

@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.session import rss_mb
+
 QUESTIONS = [
     "What do you see?",
     "How many shapes are there?",
@@ -49,11 +51,6 @@ def gpu_mb() -> float:
     import torch
 
     return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def distinct_n(texts: list[str], n: int = 2) -> float:
