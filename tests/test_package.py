@@ -35,6 +35,8 @@ def test_engine_imports_without_qt_or_app_packages():
 
 
 def test_plain_import_engine_loads_no_qt():
-    code = "import sys, engine; print(sorted(m for m in sys.modules if m.startswith(('PySide6', 'shiboken6'))))"
+    code = (
+        "import sys, engine; print(sorted(m for m in sys.modules if m.startswith(('PySide6', 'shiboken6'))))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]"

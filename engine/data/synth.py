@@ -835,8 +835,59 @@ def caption_record(
     return _assemble([plan], F, fps, {"source": "captions", "video": dc.video}, cfg, count_tokens)
 
 
-def world_offline_record(video: Video, rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> dict:
-    """One offline QA record (the whole video, one question) in the reference offline format."""
+# Real-time question kinds that also make offline questions (asked over the video up to the frame
+# they are about, so both checkpoints learn them and the offline-vs-real-time comparison covers them).
+OFFLINE_RT_KINDS = ("count", "colour", "presence", "position", "spatial", "list", "display")
+
+
+def _offline_rt_record(video: Video, rng: np.random.Generator, cfg: SynthConfig) -> dict | None:
+    """A real-time kind asked offline: the video clipped after frame f, the answer true at f."""
+    sc = _Scene(video)
+    f = int(rng.integers(0, video.n_frames))
+    for kind in rng.permutation(OFFLINE_RT_KINDS):
+        plan = PLANNERS[str(kind)](sc, f, f, rng)
+        answers = [s for s in plan.speeches if s.type == "answer" and s.frame == f] if plan else []
+        if answers:
+            break
+    else:
+        return None
+    meta = _offline_meta(video, cfg)
+    meta["n_frames"] = f + 1  # the clip: frames 0..f
+    meta["questions"] = [
+        {
+            "qid": 0,
+            "kind": plan.kind,
+            "text": plan.text,
+            "value": plan.value,
+            "answer": answers[0].text,
+            "accept": list(answers[0].accept or plan.accept),
+        }
+    ]
+    return _offline(plan.text, answers[0].text, meta["video"], meta)
+
+
+def _offline_meta(video: Video, cfg: SynthConfig) -> dict:
+    path = f"{cfg.video_dir}/{video.path}" if cfg.video_dir else video.path
+    meta = {
+        "version": 1,
+        "source": "world",
+        "video": path,
+        "seed": video.seed,
+        "duration_s": video.duration_s,
+    }
+    meta.update(world_config=asdict(video.config), fps=video.fps, n_frames=video.n_frames)
+    return meta
+
+
+def world_offline_record(
+    video: Video, rng: np.random.Generator, cfg: SynthConfig = SynthConfig(), p_realtime_kind: float = 0.0
+) -> dict:
+    """One offline QA record in the reference offline format: a question about the whole video, or
+    (with probability p_realtime_kind) a real-time kind asked about the end of a clip of it."""
+    if p_realtime_kind and rng.random() < p_realtime_kind:
+        rec = _offline_rt_record(video, rng, cfg)
+        if rec is not None:
+            return rec
     sc, last = _Scene(video), video.n_frames - 1
     options = ["describe", "count_total", "final_list"] + (["final_display"] if video.display else [])
     plan = _plan_order(sc, last, last, rng)
@@ -862,17 +913,9 @@ def world_offline_record(video: Video, rng: np.random.Generator, cfg: SynthConfi
         q, a = "What number does the display show at the end?", f"At the end the display shows {value}."
     else:
         q, a, value = plan.text, plan.speeches[0].text, plan.value
-    path = f"{cfg.video_dir}/{video.path}" if cfg.video_dir else video.path
-    meta = {
-        "version": 1,
-        "source": "world",
-        "video": path,
-        "seed": video.seed,
-        "duration_s": video.duration_s,
-    }
-    meta.update(world_config=asdict(video.config), fps=video.fps, n_frames=video.n_frames)
+    meta = _offline_meta(video, cfg)
     meta["questions"] = [{"qid": 0, "kind": kind, "text": q, "value": value, "answer": a}]
-    return _offline(q, a, path, meta)
+    return _offline(q, a, meta["video"], meta)
 
 
 def caption_offline_record(dc: DenseCaptions, cfg: SynthConfig = SynthConfig()) -> dict | None:

@@ -570,6 +570,8 @@ def offline_answer(
 def offline_accept(q: dict) -> list[str] | None:
     """Accept phrases of an offline question from its meta (None: describe, scored by word recall)."""
     kind, value = q["kind"], q.get("value")
+    if q.get("accept"):  # a real-time kind asked offline (synth.OFFLINE_RT_KINDS)
+        return list(q["accept"])
     if kind in ("count_total", "final_display"):
         return [str(value)]
     if kind == "final_list":

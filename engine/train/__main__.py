@@ -33,6 +33,10 @@ def parse(argv=None) -> TrainArgs:
     p.add_argument("--silence-weight", type=float, default=d.silence_weight)
     p.add_argument("--device", default=None)
     p.add_argument("--time-limit", type=float, default=None, help="seconds; fit steps and schedule into it")
+    p.add_argument(
+        "--data-offset", type=int, default=d.data_offset,
+        help="first synthetic record index per rank (continuing a run: its steps x batch sees new records)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     return TrainArgs(**vars(a))
 

@@ -70,6 +70,7 @@ class TrainArgs:
     progress: bool | None = None
     stop_after: int | None = None  # stop this process at this step (the schedule still ends at `steps`)
     time_limit: float | None = None  # seconds: shrink `steps` (and the schedule) to finish in time
+    data_offset: int = 0  # synthetic data starts at this record index (a continued run sees new records)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -80,16 +81,18 @@ class SyntheticDataset(torch.utils.data.Dataset):
     frames rendered at `size`. Deterministic in (index, rank, world, seed): resuming at a step
     restarts the data exactly there."""
 
-    def __init__(self, stage, tokenizer, data_cfg, size, rank=0, world=1, seed=0, system_prompt=None):
+    def __init__(
+        self, stage, tokenizer, data_cfg, size, rank=0, world=1, seed=0, system_prompt=None, offset=0
+    ):
         self.stage, self.tok, self.cfg, self.size = stage, tokenizer, data_cfg, size
-        self.rank, self.world, self.seed = rank, world, seed
+        self.rank, self.world, self.seed, self.offset = rank, world, seed, offset
         self.system_prompt = system_prompt or small.SMALL_SYSTEM_PROMPT
 
     def __len__(self) -> int:
         return 1 << 40
 
     def __getitem__(self, i: int):
-        seed = small.seed_for(i, self.rank, self.world)
+        seed = small.seed_for(i + self.offset, self.rank, self.world)
         rec = small.synthetic_record(seed, self.stage, self.system_prompt)
         rng = np.random.default_rng([self.seed, seed])
         s = preprocess(rec, tokenizer=self.tok, cfg=self.cfg, rng=rng, video_seconds=small.video_seconds(rec))
@@ -120,7 +123,9 @@ def make_loader(args: TrainArgs, tok: Tokenizer, size: int, start: int, per_rank
     cutoff = 8192 if args.stage == "offline" else args.cutoff_len
     dcfg = DataConfig(cutoff_len=cutoff, silence_weight=args.silence_weight)
     if args.data == "synthetic":
-        ds = SyntheticDataset(args.stage, tok, dcfg, size, rank, world, args.seed, args.system_prompt)
+        ds = SyntheticDataset(
+            args.stage, tok, dcfg, size, rank, world, args.seed, args.system_prompt, args.data_offset
+        )
     else:
         from engine.data.loader import VideoFrames
 

@@ -99,6 +99,14 @@ def synthetic_record(seed: int, stage: str, system_prompt: str = SMALL_SYSTEM_PR
 # Answers are packed for the runtime's real decode speed: the small model decodes >= 150 tok/s on a
 # 2-core CPU, so a whole answer fits between two frames (the reference packed for ~38 tok/s).
 SYNTH_TOKENS_PER_SECOND = 150.0
+# Question mix of the small model: the attribute-binding kinds (colour of one named object, lists,
+# presence of a colour+shape) weigh more than synth's default; they are the hard ones at this size.
+SMALL_KINDS = (
+    ("count", 0.14), ("colour", 0.18), ("list", 0.15), ("watch", 0.15), ("display", 0.07),
+    ("presence", 0.11), ("position", 0.06), ("spatial", 0.06), ("order", 0.04), ("narrate", 0.04),
+)  # fmt: skip
+# Share of offline records that ask a real-time kind about the end of a clip (synth.OFFLINE_RT_KINDS).
+P_OFFLINE_REALTIME_KIND = 0.5
 
 
 def _from_synth(seed: int, kind: str, system_prompt: str) -> dict | None:
@@ -108,12 +116,12 @@ def _from_synth(seed: int, kind: str, system_prompt: str) -> dict | None:
     from engine.data.world import make_video
 
     rng = np.random.default_rng([seed, 11])
-    cfg = synth.SynthConfig(tokens_per_second=SYNTH_TOKENS_PER_SECOND)
+    cfg = synth.SynthConfig(tokens_per_second=SYNTH_TOKENS_PER_SECOND, kinds=SMALL_KINDS)
     video = make_video(seed)
     rec = (
         synth.world_record(video, rng, cfg)
         if kind == "realtime"
-        else synth.world_offline_record(video, rng, cfg)
+        else synth.world_offline_record(video, rng, cfg, p_realtime_kind=P_OFFLINE_REALTIME_KIND)
     )
     if rec is None:
         return None
@@ -241,7 +249,11 @@ def record_frames(record: dict, n: int, size: int = FRAME_SIZE) -> np.ndarray:
 
 def video_seconds(record: dict):
     """video_seconds callable for the loader (offline records of the world)."""
-    d = float(record["meta"].get("duration_s") or record["meta"]["duration"])
+    m = record["meta"]
+    if m.get("n_frames") and m.get("fps"):  # world offline records (possibly a clip of the video)
+        d = float(m["n_frames"]) / float(m["fps"])
+    else:
+        d = float(m.get("duration_s") or m["duration"])
     return lambda path: d
 
 
