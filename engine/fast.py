@@ -108,3 +108,47 @@ class GraphDecoder:
             self.pos.fill_(pos)
         self.graph.replay()
         return self.out
+
+
+class GraphPerception:
+    """Perceive one frame (vision tower, projector, the cross-attention K/V projections) with fixed
+    shapes, replayed as a CUDA graph; eager elsewhere.
+
+    Why: one live frame through ViT-H is ~800 small kernels; launched one by one from Python the
+    perception thread is launch-bound (about twice the GPU time). Captured once, a frame is one
+    launch. Call it from the thread and stream that perceive; the returned K/V are static buffers,
+    overwritten by the next call: copy them out (VisualMemory.stage) before perceiving again."""
+
+    def __init__(self, model: Model, device, dtype, use_graph: bool | None = None):
+        self.model = model
+        S = model.cfg.vision.image_size
+        self.px = torch.zeros(1, 3, S, S, device=device, dtype=dtype)
+        self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
+        self.graph = None
+        self.out = None
+
+    def _run(self):
+        return self.model.project_memory(self.model.encode_frames(self.px))
+
+    @torch.inference_mode()
+    def capture(self):
+        for _ in range(2):  # warm-up (cuDNN/cuBLAS plans, allocator) on the caller's stream
+            self._run()
+        torch.cuda.current_stream().synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: the generation thread keeps launching (and may capture) meanwhile
+        cur = torch.cuda.current_stream()
+        side = None if cur == torch.cuda.default_stream() else cur  # never capture on the legacy stream
+        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
+            self.out = self._run()
+
+    @torch.inference_mode()
+    def __call__(self, px: torch.Tensor):
+        """px (1, 3, S, S) normalised pixels (any device) -> k, v each (1, Lx, N, KV, D)."""
+        if not self.use_graph:
+            return self.model.project_memory(self.model.encode_frames(px.to(self.px.device, self.px.dtype)))
+        self.px.copy_(px, non_blocking=True)
+        if self.graph is None:
+            self.capture()
+        self.graph.replay()
+        return self.out

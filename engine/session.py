@@ -35,6 +35,7 @@ import torch
 
 from engine import events as E
 from engine import protocol as P
+from engine.fast import GraphPerception
 from engine.generation import Sampling, StreamConfig, StreamDecoder
 from engine.preprocess import batch_pixels
 from engine.queues import LatestMailbox, SPSCRing, Wakeup
@@ -287,6 +288,7 @@ class Session:
         model, mem = self.model, self.decoder.memory
         size = model.cfg.vision.image_size
         stream = torch.cuda.Stream() if mem.k.is_cuda else None
+        encode = GraphPerception(model, mem.k.device, mem.k.dtype)  # a CUDA graph on GPU, eager on CPU
         while not self._stop.is_set():
             item = self.mailbox.take()
             if item is None:
@@ -308,8 +310,7 @@ class Session:
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext(),
             ):
                 # the upload is enqueued on the perception stream too, so the encoder reads it in order
-                px = batch_pixels([frame.image], size).to(mem.k.device, mem.k.dtype, non_blocking=True)
-                k, v = model.project_memory(model.encode_frames(px))
+                k, v = encode(batch_pixels([frame.image], size))
                 mem.stage(slot, k[0], v[0])
             self._perceive_times.append(time.monotonic() - t0)
             self.perception_log.append(self.clock())

@@ -70,7 +70,11 @@ def test_streaming_equals_offline(tok, mode, static):
     m = make_model(tok, mode)
     S = m.cfg.vision.image_size
     frames = torch.randn(6, 3, S, S)
-    dec = Recorder(m, tok, StreamConfig(system_prompt="watch", max_segment_tokens=4, static_decode=static))
+    dec = Recorder(
+        m,
+        tok,
+        StreamConfig(system_prompt="watch", max_segment_tokens=4, static_decode=static, decode_weights=None),
+    )
     script = [("steps", 1), ("frame", 0), ("steps", 3), ("frame", 1), ("steps", 2), ("ask", "how many?")]
     script += [
         ("steps", 2),

@@ -50,3 +50,29 @@ def test_flash_and_sdpa_agree():
     finally:
         attention.set_backend("sdpa")
     torch.testing.assert_close(got, ref, atol=2e-2, rtol=2e-2)
+
+
+def test_graph_perception_equals_eager():
+    """The live perception path (one CUDA graph per frame, on its own stream) computes what the
+    eager vision tower + projector + K/V projections compute, frame after frame."""
+    from engine.bundled import random_model
+    from engine.fast import GraphPerception
+
+    model = random_model(device="cuda")
+    p = next(model.parameters())
+    S = model.cfg.vision.image_size
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        gp = GraphPerception(model, p.device, p.dtype)
+        got = []
+        for i in range(3):
+            px = torch.randn(1, 3, S, S, generator=torch.Generator().manual_seed(i))
+            k, v = gp(px)
+            got.append((px, k.clone(), v.clone()))
+    side.synchronize()
+    assert gp.graph is not None
+    with torch.inference_mode():
+        for px, k, v in got:
+            rk, rv = model.project_memory(model.encode_frames(px.to(p.device, p.dtype)))
+            torch.testing.assert_close(k, rk)
+            torch.testing.assert_close(v, rv)

@@ -192,6 +192,8 @@ def bench_decoder_only(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int 
 
 def compare(m, tok, prompt, frames_list, n_new=N_NEW) -> dict:
     base = decoder_only(m)
+    if StreamConfig().decode_weights == "auto" and next(m.parameters()).dtype == torch.float32:
+        base.add_decode_weights(torch.float16)  # the same weight storage as our decoder's
     S = m.cfg.vision.image_size
     out = {
         "params_ours": params(m),

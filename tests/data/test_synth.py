@@ -312,6 +312,33 @@ def test_offline_records_match_the_reference_format():
         assert frames_for_record(rec, 16).shape[0] == rec["meta"]["n_frames"]
 
 
+def test_offline_records_of_realtime_kinds_are_true_at_the_end_of_their_clip():
+    """A real-time kind asked offline: the video is cut after the frame the answer describes, the
+    loader hands over exactly those frames, and the answer is what the world shows there."""
+    from engine.train import small
+
+    kinds = set()
+    for seed in range(60):
+        video = make_video(seed)
+        rec = world_offline_record(video, np.random.default_rng(seed), p_realtime_kind=1.0)
+        q = rec["meta"]["questions"][0]
+        assert q["kind"] in synth.OFFLINE_RT_KINDS and q["accept"]
+        kinds.add(q["kind"])
+        n = rec["meta"]["n_frames"]
+        assert 1 <= n <= video.n_frames
+        assert small.video_seconds(rec)("any") * rec["meta"]["fps"] == n
+        assert frames_for_record(rec, 16).shape[0] == n
+        if q["kind"] == "colour":  # "... the [size] shape?": that object, at the clip's last frame
+            words = q["text"].rstrip("?").split()
+            named = [
+                o
+                for o in video.states[n - 1].objects
+                if o.shape == words[-1] and words[-2] in ("the", o.size)
+            ]
+            assert [o.colour for o in named] == [q["value"]], (seed, q)
+    assert {"count", "colour", "presence"} <= kinds
+
+
 # ---------------------------------------------------------------------------------------------
 # External captions
 
