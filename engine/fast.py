@@ -16,6 +16,7 @@ weights at 11B). It knows nothing of tokenizers, threads or the stream protocol.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from engine.attention import attend
 from engine.model import CrossAttentionLayer, Model, rope_cos_sin, rotate
@@ -45,28 +46,41 @@ def static_decode_step(model: Model, ids, pos, cache_k, cache_v, mem_k, mem_v, m
             o = attend(q, mem_k[xi], mem_v[xi], mask=x_mask)
             a = xa.o_proj(o.transpose(1, 2).reshape(1, 1, -1))
             x = x + layer.cross_attn_attn_gate.tanh() * (a * row)
-            m = layer.mlp(layer.post_attention_layernorm(x)) * row
+            m = _mlp(layer.mlp, layer.post_attention_layernorm(x)) * row
             x = x + layer.cross_attn_mlp_gate.tanh() * m
             xi += 1
         else:
             sa = layer.self_attn
             h = layer.input_layernorm(x)
-            q = rotate(sa.q_proj(h).view(1, 1, sa.h, sa.d).transpose(1, 2), cos, sin)
-            k = rotate(sa.k_proj(h).view(1, 1, sa.kv, sa.d).transpose(1, 2), cos, sin)
-            v = sa.v_proj(h).view(1, 1, sa.kv, sa.d).transpose(1, 2)
+            qkv = getattr(sa, "qkv_weight", None)  # Model.fuse_projections
+            if qkv is not None:
+                q, k, v = F.linear(h, qkv).split([sa.h * sa.d, sa.kv * sa.d, sa.kv * sa.d], -1)
+            else:
+                q, k, v = sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)
+            q = rotate(q.view(1, 1, sa.h, sa.d).transpose(1, 2), cos, sin)
+            k = rotate(k.view(1, 1, sa.kv, sa.d).transpose(1, 2), cos, sin)
+            v = v.view(1, 1, sa.kv, sa.d).transpose(1, 2)
             cache_k[si].index_copy_(2, pos[0], k)
             cache_v[si].index_copy_(2, pos[0], v)
             o = attend(q, cache_k[si], cache_v[si], mask=self_mask)
             x = x + sa.o_proj(o.transpose(1, 2).reshape(1, 1, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + _mlp(layer.mlp, layer.post_attention_layernorm(x))
             si += 1
     return model.lm_head(lm.norm(x))[0, 0].float()
+
+
+def _mlp(mlp, x):
+    gu = getattr(mlp, "gate_up_weight", None)  # Model.fuse_projections
+    if gu is None:
+        return mlp(x)
+    g, u = F.linear(x, gu).chunk(2, -1)
+    return mlp.down_proj(F.silu(g) * u)
 
 
 class GraphDecoder:
     """Holds static input buffers and replays the captured decode step (CUDA), or runs it eagerly (CPU)."""
 
-    def __init__(self, model: Model, cache, memory, use_graph: bool | None = None):
+    def __init__(self, model: Model, cache, memory, use_graph: bool | None = None, compile: bool = False):
         self.model, self.cache, self.memory = model, cache, memory
         dev = cache.k.device
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=dev)
@@ -74,10 +88,19 @@ class GraphDecoder:
         self.use_graph = dev.type == "cuda" if use_graph is None else use_graph
         self.graph = None
         self.out = None
+        if self.use_graph:
+            model.fuse_projections()
+        # torch.compile (inductor) fuses the step's small elementwise kernels (norms, RoPE, residuals,
+        # SiLU*up) before the graph is captured; off by default (a minute of compilation per shape)
+        self.step = static_decode_step
+        self.compiled = False
+        if compile:
+            self.step = torch.compile(static_decode_step, dynamic=False)
+            self.compiled = True
 
     def _run(self):
         c, m = self.cache, self.memory
-        return static_decode_step(self.model, self.ids, self.pos, c.k, c.v, m.k, m.v, m.valid)
+        return self.step(self.model, self.ids, self.pos, c.k, c.v, m.k, m.v, m.valid)
 
     @torch.inference_mode()
     def capture(self):
@@ -88,8 +111,16 @@ class GraphDecoder:
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
-            for _ in range(2):
-                self._run()
+            try:
+                for _ in range(2):
+                    self._run()
+            except Exception as e:  # a compiler problem must not stop the decoder: run the step as is
+                if not self.compiled:
+                    raise
+                print(f"torch.compile of the decode step failed ({type(e).__name__}: {e}); eager step used")
+                self.step, self.compiled = static_decode_step, False
+                for _ in range(2):
+                    self._run()
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: the perception thread keeps launching work on its own stream during capture

@@ -46,6 +46,7 @@ class StreamConfig:
     sampling: Sampling = Sampling()
     # decode-one-token through the fixed-shape step (CUDA graph on GPU); None = on CUDA only
     static_decode: bool | None = None
+    compile_decode: bool = False  # torch.compile the fixed-shape step before capturing it (GPU)
     # decode-step weight copies (Model.add_decode_weights): "auto" = float16 for a float32 model on a
     # CPU (a decode step streams half the bytes: ~30% faster), None = leave the model as it is
     decode_weights: str | None = "auto"
@@ -79,7 +80,9 @@ class StreamDecoder:
             model.add_decode_weights(getattr(torch, config.decode_weights))
         self.ban = self._banned_tokens()
         static = config.static_decode if config.static_decode is not None else self.device.type == "cuda"
-        self.graph = GraphDecoder(model, self.cache, self.memory) if static else None
+        self.graph = (
+            GraphDecoder(model, self.cache, self.memory, compile=config.compile_decode) if static else None
+        )
         self.gen = torch.Generator(device="cpu").manual_seed(config.sampling.seed)
         self.prefix_ids = tokenizer.encode_parts(P.stream_prefix_parts(config.system_prompt))
         if len(self.prefix_ids) > config.max_context // 2:

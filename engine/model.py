@@ -383,6 +383,28 @@ class Model(nn.Module):
                 w = mod.weight.detach()
                 mod.decode_weight = None if dtype is None or dtype == w.dtype else w.to(dtype)
 
+    def fuse_projections(self) -> None:
+        """Store each self-attention layer's q/k/v weights, and each MLP's gate/up weights, as one
+        matrix (`qkv_weight`, `gate_up_weight`); the separate weights become views of it (no extra
+        memory, state_dict unchanged). The fixed-shape decode step then runs 4 matrix-vector products
+        per layer instead of 7: fewer launches, longer rows. Idempotent."""
+        with torch.no_grad():
+            for layer in self.language_model.layers:
+                mods = [(layer.mlp, ("gate_proj", "up_proj"), "gate_up_weight")]
+                if isinstance(layer, SelfAttentionLayer):
+                    mods.append((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_weight"))
+                for owner, names, attr in mods:
+                    if getattr(owner, attr, None) is not None:
+                        continue
+                    lins = [getattr(owner, n) for n in names]
+                    fused = torch.cat([lin.weight for lin in lins])
+                    row = 0
+                    for lin in lins:
+                        n = lin.weight.shape[0]
+                        lin.weight.data = fused[row : row + n]
+                        row += n
+                    setattr(owner, attr, fused)
+
     # ---- perception ------------------------------------------------------------------------------
     @property
     def tokens_per_frame(self) -> int:

@@ -161,7 +161,11 @@ def test_revision_is_linked_to_previous_segment(tok):
 def test_context_is_bounded_and_exact_after_compaction(tok):
     m = make_model(tok, "moss")
     dec = Recorder(
-        m, tok, StreamConfig(system_prompt="SYS", max_context=80, memory_frames=64, max_segment_tokens=3)
+        m,
+        tok,
+        StreamConfig(
+            system_prompt="SYS", max_context=80, memory_frames=64, max_segment_tokens=3, decode_weights=None
+        ),
     )
     frames = torch.randn(40, 3, 56, 56)
     script = [("ask", "how many objects")]
@@ -193,3 +197,27 @@ def test_memory_is_bounded(tok):
     pos = sorted(int(p) for p in dec.memory.slot_pos)
     img_pos = [i for i, t in enumerate(dec.ids) if t == tok.image_id]
     assert pos == img_pos[-4:]
+
+
+def test_fused_projections_keep_the_decode_step_and_the_weights(tok):
+    """Model.fuse_projections (the GPU decode step's q/k/v and gate/up as one matrix each): the same
+    logits from the fixed-shape step, the same state_dict, and no second copy of any weight."""
+    from engine.fast import GraphDecoder
+
+    m = make_model(tok, "moss")
+    S = m.cfg.vision.image_size
+    frames = torch.randn(3, 3, S, S)
+    dec = StreamDecoder(m, tok, StreamConfig(system_prompt="watch", static_decode=True, decode_weights=None))
+    run_script(dec, m, frames, [("frame", 0), ("frame", 1), ("ask", "how many?"), ("frame", 2)])
+    pos = len(dec.ids)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    eager = GraphDecoder(m, dec.cache, dec.memory, use_graph=False)
+    ref = eager(5, pos).clone()
+    m.fuse_projections()
+    got = eager(5, pos)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    after = m.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    sa = next(layer.self_attn for layer in m.language_model.layers if hasattr(layer, "self_attn"))
+    assert sa.q_proj.weight.untyped_storage().data_ptr() == sa.qkv_weight.untyped_storage().data_ptr()
+    assert sa.v_proj.weight.untyped_storage().data_ptr() == sa.qkv_weight.untyped_storage().data_ptr()

@@ -100,6 +100,8 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     skip = ("vision_model", "multi_modal_projector", "language_model.embed_tokens")
     weights = sum(p.numel() * p.element_size() for n, p in m.named_parameters() if not n.startswith(skip))
     res = {"model": "ours (MOSS 11B config)" if scale == "full" else "ours (tiny)"}
+    if _COMPILE:
+        res["model"] += ", compiled decode step"
     # perception: one frame at a time (live) and in batches (offline)
     px1 = torch.randn(1, 3, S, S, device=dev, dtype=dtype)
     n = 20
@@ -136,6 +138,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
         memory_frames=F,
         max_context=max(1024, 4 * F + 256),
         max_segment_tokens=10**6,
+        compile_decode=_COMPILE,
     )
     dec = StreamDecoder(m, tok, sc)
     if dev.type == "cuda":
@@ -418,6 +421,7 @@ def bench_mllama(scale, frames_list, dev, dtype, out):
 
 
 _PROFILE = False
+_COMPILE = False
 
 
 def _profile_kernels(title: str, fn) -> None:
@@ -432,8 +436,9 @@ def _profile_kernels(title: str, fn) -> None:
 
 
 def run(args) -> dict:
-    global _PROFILE
+    global _PROFILE, _COMPILE
     _PROFILE = bool(getattr(args, "profile", False))
+    _COMPILE = bool(getattr(args, "compile", False))
     dev = torch.device(args.device if args.device else ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     frames_list = [int(f) for f in args.frames.split(",")]
@@ -508,6 +513,7 @@ def add_args(p) -> None:
     p.add_argument("--only", default="ours,mllama,qwen")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="write results as JSON here (updated as runs finish)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our decode step before capture")
     p.add_argument(
         "--profile", action="store_true", help="print the GPU kernels behind offline TTFT and decode"
     )
