@@ -266,17 +266,27 @@ class StreamDecoder:
         chunk = self.pending
         frames = self.pending_frames
         self.pending, self.pending_frames = [], []
+        run: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # consecutive tensor frames: one batch
         for i, k, v in frames:
             pos = start + i
-            self.frame_at[pos] = self.memory.committed
+            self.frame_at[pos] = self.memory.committed + len(run)
             if isinstance(k, int):  # a staging slot index (runtime path)
+                self._commit_run(run)
                 self.memory.commit_staged(self.model, k, pos)
             else:
-                self.memory.commit(self.model, k, v, pos)
+                run.append((pos, k, v))
+        self._commit_run(run)
         self.logits = self._forward(chunk, start)
         self.ids += chunk
         if compacted:
             _trim_heap()
+
+    def _commit_run(self, run: list) -> None:
+        if run:
+            self.memory.commit_many(
+                self.model, [k for _, k, _ in run], [v for _, _, v in run], [p for p, _, _ in run]
+            )
+            run.clear()
 
     def _forward(self, chunk: list[int], start: int) -> torch.Tensor:
         m, dev = self.model, self.device
@@ -378,14 +388,32 @@ class _Clock:
         return time.monotonic() - self.t0
 
 
-def perceive(model, pixels: torch.Tensor, batch: int | None = None):
+def perceive(model, pixels: torch.Tensor, batch: int | None = None, compile: bool = False):
     """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work.
-    `batch`: encode in chunks of this many frames (offline hand-over of many frames at once)."""
+    `batch`: encode in chunks of this many frames (offline hand-over of many frames at once).
+    `compile`: through torch.compile (inductor fuses the tower's norms, GELU and residuals; the first
+    call of each batch shape compiles for a minute or so; falls back to eager if compilation fails)."""
+    encode = _compiled_encoder(model) if compile else model.encode_frames
     with torch.inference_mode():
         if batch is None or len(pixels) <= batch:
-            return model.project_memory(model.encode_frames(pixels))
-        parts = [
-            model.project_memory(model.encode_frames(pixels[i : i + batch]))
-            for i in range(0, len(pixels), batch)
-        ]
+            return model.project_memory(encode(pixels))
+        parts = [model.project_memory(encode(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
         return torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
+
+
+def _compiled_encoder(model):
+    fn = getattr(model, "_compiled_encode", None)
+    if fn is None:
+        compiled = torch.compile(model.encode_frames, dynamic=False)
+
+        def fn(px):
+            nonlocal compiled
+            try:
+                return compiled(px)
+            except Exception as e:  # a compiler problem must not stop perception
+                print(f"torch.compile of the vision tower failed ({type(e).__name__}: {e}); eager used")
+                compiled = model.encode_frames
+                return compiled(px)
+
+        model._compiled_encode = fn
+    return fn

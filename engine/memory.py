@@ -146,17 +146,37 @@ class VisualMemory:
             self.consumed_events[i] = done
         return s
 
-    def _write(self, model, s: int, k, v, text_pos: int) -> None:
-        N = self.N
+    def commit_many(self, model, ks: list, vs: list, text_pos: list[int], chunk: int = 32) -> None:
+        """commit() of several frames in order, batched where their slots are consecutive (an offline
+        hand-over of many frames: one key finalisation and one copy per chunk, not per frame)."""
+        n = len(text_pos)
+        slots = [self.slot_for(self.committed + j) for j in range(n)]
+        if n < 2 or n > self.C or slots != list(range(slots[0], slots[0] + n)):
+            for k, v, p in zip(ks, vs, text_pos, strict=True):
+                self.commit(model, k, v, p)
+            return
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            self.evicted += sum(self.slot_frame[slots[j]] >= 0 for j in range(a, b))
+            self._write(model, slots[a], torch.stack(ks[a:b]), torch.stack(vs[a:b]), text_pos[a:b])
+            for j in range(a, b):
+                self.slot_frame[slots[j]] = self.committed
+                self.committed += 1
+
+    def _write(self, model, s: int, k, v, text_pos) -> None:
+        """Frame(s) into slots s.. : k, v (Lx, N, KV, D) with one text position, or (m, Lx, N, KV, D)
+        with m positions (consecutive slots)."""
+        if k.dim() == 4:
+            k, v, text_pos = k[None], v[None], [text_pos]
+        m, L, N, KV, D = k.shape
         if self.rope:
-            self.k_raw[s].copy_(k)
-            pos = torch.tensor([text_pos], device=k.device)
-            k = model.finalize_keys(k[None], pos)[0]
-        # (Lx, N, KV, D) -> (Lx, KV, N, D) into the slot's token range
-        self.k[:, 0, :, s * N : (s + 1) * N].copy_(k.transpose(1, 2))
-        self.v[:, 0, :, s * N : (s + 1) * N].copy_(v.transpose(1, 2))
-        self.slot_pos[s] = text_pos
-        self.valid[s * N : (s + 1) * N] = True
+            self.k_raw[s : s + m].copy_(k)
+            k = model.finalize_keys(k, torch.tensor(text_pos, device=k.device))
+        # (m, Lx, N, KV, D) -> (Lx, KV, m*N, D) into the slots' token range
+        self.k[:, 0, :, s * N : (s + m) * N].copy_(k.permute(1, 3, 0, 2, 4).reshape(L, KV, m * N, D))
+        self.v[:, 0, :, s * N : (s + m) * N].copy_(v.permute(1, 3, 0, 2, 4).reshape(L, KV, m * N, D))
+        self.slot_pos[s : s + m] = torch.tensor(text_pos)
+        self.valid[s * N : (s + m) * N] = True
 
     def frames_by_position(self) -> list[tuple[int, int, int]]:
         """(text_pos, frame, slot) of the visible frames, oldest first."""

@@ -221,3 +221,24 @@ def test_fused_projections_keep_the_decode_step_and_the_weights(tok):
     sa = next(layer.self_attn for layer in m.language_model.layers if hasattr(layer, "self_attn"))
     assert sa.q_proj.weight.untyped_storage().data_ptr() == sa.qkv_weight.untyped_storage().data_ptr()
     assert sa.v_proj.weight.untyped_storage().data_ptr() == sa.qkv_weight.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("keep_first", [0, 2])
+def test_offline_hand_over_commits_like_one_frame_at_a_time(tok, keep_first):
+    """Many frames handed over at once (batched key finalisation) fill the memory exactly as the
+    same frames committed one by one, also once the window slides (wrap-around falls back)."""
+    from engine.memory import VisualMemory
+
+    m = make_model(tok, "moss")
+    S = m.cfg.vision.image_size
+    k, v = perceive(m, torch.randn(14, 3, S, S))
+    a = VisualMemory(m.cfg, 8, torch.float32, "cpu", keep_first=keep_first)
+    b = VisualMemory(m.cfg, 8, torch.float32, "cpu", keep_first=keep_first)
+    pos = [10 + 3 * i for i in range(14)]
+    for lo, hi in [(0, 5), (5, 6), (6, 14)]:  # a batch, a single frame, a batch that wraps the window
+        a.commit_many(m, list(k[lo:hi]), list(v[lo:hi]), pos[lo:hi], chunk=2)
+        for i in range(lo, hi):
+            b.commit(m, k[i], v[i], pos[i])
+        assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v) and torch.equal(a.k_raw, b.k_raw)
+        assert torch.equal(a.valid, b.valid) and torch.equal(a.slot_pos, b.slot_pos)
+        assert (a.slot_frame, a.committed, a.evicted) == (b.slot_frame, b.committed, b.evicted)
