@@ -435,7 +435,43 @@ def _profile_kernels(title: str, fn) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
 
 
+def plot(results: dict, png: str | Path) -> None:
+    """Offline TTFT and decode tok/s per model and frame count (log scale), from run()'s JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = results["frames"]
+    runs = results["runs"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(1, len(runs))
+    for ax, key, title in (
+        (axes[0], "offline_ttft_s", "offline TTFT, s (lower is better)"),
+        (axes[1], "decode_tok_s", "decode tokens/s (higher is better)"),
+    ):
+        for j, r in enumerate(runs):
+            vals = [r.get(str(F), r.get(F, {})).get(key) or 0 for F in frames]
+            xs = [i + j * width for i in range(len(frames))]
+            bars = ax.bar(xs, vals, width, label=r["model"])
+            ax.bar_label(bars, [f"{v:.3g}" if v else "" for v in vals], fontsize=7)
+        ax.set_xticks(
+            [i + width * (len(runs) - 1) / 2 for i in range(len(frames))], [f"{F} frames" for F in frames]
+        )
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"python -m engine.bench gpu ({results['device']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def run(args) -> dict:
+    if getattr(args, "plot_json", None):
+        results = json.loads(Path(args.plot_json).read_text())
+        plot(results, args.png or Path(args.plot_json).with_suffix(".png"))
+        return results
     global _PROFILE, _COMPILE
     _PROFILE = bool(getattr(args, "profile", False))
     _COMPILE = bool(getattr(args, "compile", False))
@@ -508,6 +544,8 @@ def print_table(results) -> None:
 
 
 def add_args(p) -> None:
+    p.add_argument("--plot-json", help="no run: plot the results of an earlier run (its --json file)")
+    p.add_argument("--png", help="where --plot-json writes the plot (default: next to the JSON)")
     p.add_argument("--scale", choices=["full", "tiny"], default="full")
     p.add_argument("--frames", default="64,256")
     p.add_argument("--only", default="ours,mllama,qwen")
