@@ -147,7 +147,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
     def offline():
         dec.reset()
         with torch.inference_mode():
-            k, v = perceive(m, px, batch=32, compile=_COMPILE)  # batched vision encoding
+            k, v = perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE)  # batched vision encoding
             for i in range(F):
                 dec.add_frame(k[i], v[i])
             dec.ask(question)
@@ -158,7 +158,9 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
     r["offline_ttft_s"], _ = timed(offline, dev)
     # where the offline TTFT goes: vision (batched), committing the frames, the text prefill
     with torch.inference_mode():
-        r["offline_vision_s"], (k, v) = timed(lambda: perceive(m, px, batch=32, compile=_COMPILE), dev)
+        r["offline_vision_s"], (k, v) = timed(
+            lambda: perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE), dev
+        )
 
         def commit():
             dec.reset()
@@ -174,7 +176,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
         del k, v
     # streaming: frames were perceived and committed as they came; then the question arrives
     dec.reset()
-    k, v = perceive(m, px, batch=32, compile=_COMPILE)
+    k, v = perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE)
     silence = tok.silence_id
     for i in range(F):
         dec.pending.append(silence)
@@ -422,6 +424,7 @@ def bench_mllama(scale, frames_list, dev, dtype, out):
 
 _PROFILE = False
 _COMPILE = False
+_VISION_BATCH = 32  # frames per batch of the offline (all frames at once) vision encoding
 
 
 def _profile_kernels(title: str, fn) -> None:
@@ -472,7 +475,8 @@ def run(args) -> dict:
         results = json.loads(Path(args.plot_json).read_text())
         plot(results, args.png or Path(args.plot_json).with_suffix(".png"))
         return results
-    global _PROFILE, _COMPILE
+    global _PROFILE, _COMPILE, _VISION_BATCH
+    _VISION_BATCH = int(getattr(args, "vision_batch", _VISION_BATCH))
     _PROFILE = bool(getattr(args, "profile", False))
     _COMPILE = bool(getattr(args, "compile", False))
     dev = torch.device(args.device if args.device else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -545,6 +549,7 @@ def print_table(results) -> None:
 
 def add_args(p) -> None:
     p.add_argument("--plot-json", help="no run: plot the results of an earlier run (its --json file)")
+    p.add_argument("--vision-batch", type=int, default=_VISION_BATCH, help="frames per offline vision batch")
     p.add_argument("--png", help="where --plot-json writes the plot (default: next to the JSON)")
     p.add_argument("--scale", choices=["full", "tiny"], default="full")
     p.add_argument("--frames", default="64,256")
