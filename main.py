@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder or hub id (default: the bundled model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    p.add_argument("--int8", action="store_true", help="int8 weight-only text decoder (torchao)")
     p.add_argument("--fps", type=float, default=1.0, help="frames per second that enter the model")
     p.add_argument("--memory-frames", type=int, default=64, help="visual memory capacity (frames)")
     p.add_argument(
@@ -158,8 +159,18 @@ def run_headless(args) -> int:
     asks = args.ask or (DEMO_QUESTIONS if args.source == "demo" else [])
     questions = sorted((parse_ask(a) for a in asks), key=lambda q: q.at)
     try:
+        if args.int8 and not args.model:
+            from engine.bundled import MODEL_DIR
+
+            args.model = str(MODEL_DIR)
         if args.model:
-            model = load_model(args.model, device=args.device, dtype=args.dtype, local_only=args.local_only)
+            model = load_model(
+                args.model,
+                device=args.device,
+                dtype=args.dtype,
+                local_only=args.local_only,
+                quantize="int8" if args.int8 else None,
+            )
             model.trained = True
         else:
             from engine.bundled import load_default_model

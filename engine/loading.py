@@ -139,12 +139,17 @@ def load_model(
     local_only: bool = False,
     progress: Callable | None = None,
     video: dict | None = None,
+    quantize: str | None = None,
 ) -> Model:
     """Load a checkpoint folder or hub id. Returns a Model in eval mode with `.tokenizer` (or None).
 
     dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock".
     video: overrides of VideoConfig fields (e.g. {"feature_taps": "layer_output"}).
+    quantize: "int8" = int8 weight-only text decoder through torchao (the 11B model in ~11 GB of GPU
+    memory: the weights are read on the CPU and quantized module by module on their way to `device`).
     """
+    if quantize not in (None, "int8"):
+        raise LoadError(f"Unknown quantization {quantize!r}; the choices are none and int8.")
     folder = resolve(path, local_only=local_only, progress=progress)
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
@@ -161,13 +166,17 @@ def load_model(
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
-        state = read_state(weight_files(folder), device="cpu" if device.type != "cuda" else device)
+        on_cpu_first = device.type != "cuda" or quantize is not None
+        state = read_state(weight_files(folder), device="cpu" if on_cpu_first else device)
         with torch.device("meta"):
             model = Model(cfg)
         check_state(model, state)
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         model.load_state_dict(state, strict=False, assign=True)
         model.inv_freq = rope_inv_freq(cfg.text)  # non-persistent buffer: still on meta
+        del state
+        if quantize == "int8":
+            quantize_int8(model, device)
         model.to(device)
     except torch.OutOfMemoryError:
         raise LoadError(
@@ -178,6 +187,20 @@ def load_model(
     model.generation = _load_generation(folder)
     model.source = str(path)
     return model
+
+
+def quantize_int8(model: Model, device) -> None:
+    """int8 weight-only (per-channel scales) for the text decoder's projections and lm_head, through
+    torchao; each module moves to `device` as it is quantized (peak memory: one bf16 module at a
+    time). The vision tower, norms and embeddings keep their dtype."""
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError:
+        raise LoadError("int8 needs torchao: pip install 'moss-live[int8]' (or torchao==0.18.0).") from None
+    from engine.model import Linear
+
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: isinstance(m, Linear), device=device)
+    model.quantized = "int8"
 
 
 def check_state(model: Model, state: dict[str, torch.Tensor]) -> None:

@@ -379,7 +379,11 @@ class Model(nn.Module):
             xa = self.language_model.layers[i].cross_attn
             perception |= {id(xa.k_proj), id(xa.v_proj)}
         for mod in [*self.language_model.layers.modules(), self.lm_head]:
-            if isinstance(mod, Linear) and id(mod) not in perception:
+            if (
+                isinstance(mod, Linear)
+                and id(mod) not in perception
+                and type(mod.weight.data) is torch.Tensor
+            ):
                 w = mod.weight.detach()
                 mod.decode_weight = None if dtype is None or dtype == w.dtype else w.to(dtype)
 
@@ -397,6 +401,8 @@ class Model(nn.Module):
                     if getattr(owner, attr, None) is not None:
                         continue
                     lins = [getattr(owner, n) for n in names]
+                    if any(type(lin.weight.data) is not torch.Tensor for lin in lins):
+                        continue  # quantized (torchao) weights stay as they are
                     fused = torch.cat([lin.weight for lin in lins])
                     row = 0
                     for lin in lins:

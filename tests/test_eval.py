@@ -389,3 +389,24 @@ def test_cpu_decode_weights_say_the_same_as_float32():
     assert lin.decode_weight is not None and lin.decode_weight.dtype == torch.float16
     x = torch.randn(5, lin.in_features)  # a prefill chunk: the float32 weights, bit for bit
     assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight))
+
+
+def test_int8_weight_only_model_still_answers():
+    """load_model(quantize="int8") (torchao weight-only): every text projection holds int8 weights,
+    and the shipped model says on held-out streams what it says in float32, frame for frame, almost
+    everywhere (int8 rounding may flip a rare near-tie)."""
+    from engine.bundled import MODEL_DIR
+    from engine.loading import load_model
+    from engine.model import Linear
+
+    f32 = load_model(MODEL_DIR)
+    q8 = load_model(MODEL_DIR, quantize="int8")
+    lins = [m for m in q8.modules() if isinstance(m, Linear)]
+    assert lins and all(type(m.weight.data).__name__ == "Int8Tensor" for m in lins)
+    sp = f32.generation.get("system_prompt") or H.P.REALTIME_SYSTEM_PROMPT
+    same = total = 0
+    for rec in H.synthetic_records(range(1002, 1006), "realtime", sp):
+        a, b = H.replay(f32, rec, sp), H.replay(q8, rec, sp)
+        same += sum(x == y for x, y in zip(a.text, b.text, strict=True))
+        total += len(a.text)
+    assert same >= 0.9 * total, (same, total)

@@ -87,7 +87,20 @@ def make_ours(scale: str, dev, dtype):
             if "gate" in n:
                 p.fill_(0.5)  # open the gates so cross-attention is really computed
     m.inv_freq = m.inv_freq.float()
+    if _INT8:
+        from engine.loading import quantize_int8
+
+        quantize_int8(m, dev)
     return m
+
+
+def _nbytes(p) -> int:
+    """Bytes a parameter occupies (an int8 torchao tensor: its int8 data and scales)."""
+    d = p.data
+    if type(d) is torch.Tensor:
+        return d.numel() * d.element_size()
+    names, _ = d.__tensor_flatten__()
+    return sum(getattr(d, n).numel() * getattr(d, n).element_size() for n in names)
 
 
 def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
@@ -98,8 +111,10 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     question = "What is happening in the video right now and what changed?"
     # bytes read per decoded token: the decoder layers, final norm and lm_head (one embedding row only)
     skip = ("vision_model", "multi_modal_projector", "language_model.embed_tokens")
-    weights = sum(p.numel() * p.element_size() for n, p in m.named_parameters() if not n.startswith(skip))
+    weights = sum(_nbytes(p) for n, p in m.named_parameters() if not n.startswith(skip))
     res = {"model": "ours (MOSS 11B config)" if scale == "full" else "ours (tiny)"}
+    if _INT8:
+        res["model"] += ", int8 weight-only"
     if _COMPILE:
         res["model"] += ", compiled decode step"
     # perception: one frame at a time (live) and in batches (offline)
@@ -167,8 +182,8 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
             for i in range(F):
                 dec.add_frame(k[i], v[i])
             dec.ask(question)
-            for i, kk, vv in dec.pending_frames:  # what _flush does first
-                dec.memory.commit(m, kk, vv, i)
+            run = [(i, kk, vv) for i, kk, vv in dec.pending_frames]  # what _flush does first
+            dec._commit_run(run)
             dec.pending_frames = []
 
         r["offline_commit_s"], _ = timed(commit, dev)
@@ -424,6 +439,7 @@ def bench_mllama(scale, frames_list, dev, dtype, out):
 
 _PROFILE = False
 _COMPILE = False
+_INT8 = False
 _VISION_BATCH = 32  # frames per batch of the offline (all frames at once) vision encoding
 
 
@@ -475,7 +491,8 @@ def run(args) -> dict:
         results = json.loads(Path(args.plot_json).read_text())
         plot(results, args.png or Path(args.plot_json).with_suffix(".png"))
         return results
-    global _PROFILE, _COMPILE, _VISION_BATCH
+    global _PROFILE, _COMPILE, _VISION_BATCH, _INT8
+    _INT8 = bool(getattr(args, "int8", False))
     _VISION_BATCH = int(getattr(args, "vision_batch", _VISION_BATCH))
     _PROFILE = bool(getattr(args, "profile", False))
     _COMPILE = bool(getattr(args, "compile", False))
@@ -550,6 +567,7 @@ def print_table(results) -> None:
 def add_args(p) -> None:
     p.add_argument("--plot-json", help="no run: plot the results of an earlier run (its --json file)")
     p.add_argument("--vision-batch", type=int, default=_VISION_BATCH, help="frames per offline vision batch")
+    p.add_argument("--int8", action="store_true", help="our model with int8 weight-only decoder (torchao)")
     p.add_argument("--png", help="where --plot-json writes the plot (default: next to the JSON)")
     p.add_argument("--scale", choices=["full", "tiny"], default="full")
     p.add_argument("--frames", default="64,256")
