@@ -1,10 +1,10 @@
 """Streaming evaluation from the command line.
 
-    python -m engine.eval --model DIR --suite synthetic --seeds 1000-1099 [--offline] [--offline-rt]
+    python -m engine.eval --model DIR --suite synthetic --seeds 1000-1199 [--offline] [--offline-rt]
                           [--no-realtime] [--json out.json] [--workers N]
     python -m engine.eval --model DIR --suite ovo|streamingbench --annotations FILE --video-root DIR
 
-Seeds 1000-1099 are the held-out evaluation seeds (never drawn for training). The checkpoint's
+Seeds 1000-1199 are the held-out evaluation seeds (never drawn for training). The checkpoint's
 generation.json system prompt is used, as the runtime does.
 """
 
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="model folder (with generation.json)")
     ap.add_argument("--suite", choices=["synthetic", "ovo", "streamingbench"], default="synthetic")
-    ap.add_argument("--seeds", default="1000-1099", help="held-out seeds, e.g. 1000-1099 or 1000,1005")
+    ap.add_argument("--seeds", default="1000-1199", help="held-out seeds, e.g. 1000-1199 or 1000,1005")
     ap.add_argument("--offline", action="store_true", help="also offline QA on offline records")
     ap.add_argument("--offline-rt", action="store_true", help="also ask the real-time questions offline")
     ap.add_argument("--no-realtime", action="store_true", help="skip the real-time replay")

@@ -22,7 +22,7 @@ from engine.config import MOSS, ModelConfig, TextConfig, VisionConfig
 from engine.data.loader import REALTIME_INFO
 
 TRAIN_SEED_BASE = 10_000
-EVAL_SEEDS = range(1000, 1100)
+EVAL_SEEDS = range(1000, 1200)
 FRAME_SIZE = 64
 # Short real-time prompt of the small model (the reference prompt costs ~200 tokens per stream).
 # The runtime must use the same prompt: it is written to generation.json next to the weights.
