@@ -74,7 +74,8 @@ class EngineBackend:
     def load(self, settings: Settings, report: Report) -> LoadedModel:
         report(-1.0, "Looking at the hardware…")
         device = resolve_device(settings.device)
-        dtype = None if settings.dtype == "auto" else settings.dtype
+        quantize = "int8" if settings.dtype == "int8" else None
+        dtype = None if settings.dtype in ("auto", "int8") else settings.dtype
         from engine.loading import LoadError
 
         try:
@@ -82,7 +83,7 @@ class EngineBackend:
                 report(-1.0, f"Loading the bundled model on {device}…")
                 from engine.bundled import load_default_model
 
-                handle = load_default_model(device=device, dtype=dtype)
+                handle = load_default_model(device=device, dtype=dtype, quantize=quantize)
                 name = "bundled model" if getattr(handle, "trained", True) else "untrained stand-in model"
             else:
                 report(-1.0, f"Loading {settings.model} on {device}…")
@@ -94,6 +95,7 @@ class EngineBackend:
                     dtype=dtype,
                     local_only=settings.local_only,
                     progress=download_progress_class(report),
+                    quantize=quantize,
                 )
                 handle.trained = getattr(handle, "trained", True)
                 name = settings.model

@@ -29,6 +29,8 @@ def settings_from_args(settings: Settings, args: Any) -> Settings:
         value = getattr(args, name, default)
         if value != default and value is not None:
             changes[name] = value
+    if getattr(args, "int8", False):
+        changes["dtype"] = "int8"
     return settings.replace(**changes) if changes else settings
 
 

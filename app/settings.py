@@ -26,7 +26,9 @@ SETTINGS_FILE = "settings.yaml"
 class Settings:
     model: str = ""  # model folder or hub id; "" = the bundled small model
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
-    dtype: str = "auto"  # "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16", "float16"
+    # "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16", "float16", or "int8" (int8
+    # weight-only text decoder through torchao, the rest at "auto")
+    dtype: str = "auto"
     fps: float = 1.0  # frames per second that enter the model (the published model saw 1 fps)
     memory_frames: int = 64  # visual memory capacity in frames
     max_context: int = 4096  # text context in tokens
@@ -127,7 +129,7 @@ def _region(v: Any) -> tuple[int, int, int, int] | None:
 CHECKS: dict[str, Check] = {
     "model": _text,
     "device": _device,
-    "dtype": _choice("auto", "float32", "bfloat16", "float16"),
+    "dtype": _choice("auto", "float32", "bfloat16", "float16", "int8"),
     "fps": _number(0.1, 30.0),
     "memory_frames": _integer(1, 4096),
     "max_context": _integer(256, 131072),

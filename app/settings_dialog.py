@@ -37,7 +37,7 @@ class SettingsDialog(QtWidgets.QDialog):
         model_row.addWidget(self.model, 1)
         model_row.addWidget(browse)
         self.device = _combo(("auto", "cpu", "cuda", "mps"), "Device", editable=True)
-        self.dtype = _combo(("auto", "float32", "bfloat16", "float16"), "Precision")
+        self.dtype = _combo(("auto", "float32", "bfloat16", "float16", "int8"), "Precision")
         self.fps = QtWidgets.QDoubleSpinBox()
         self.fps.setRange(0.1, 30.0)
         self.fps.setSingleStep(0.5)

@@ -20,12 +20,12 @@ def bundled_model_available() -> bool:
     return (MODEL_DIR / "config.json").exists()
 
 
-def load_default_model(device: str = "cpu", dtype=None):
+def load_default_model(device: str = "cpu", dtype=None, quantize: str | None = None):
     """The bundled trained model, or an untrained random stand-in (model.trained is False)."""
     from engine.loading import load_model
 
     if bundled_model_available():
-        m = load_model(MODEL_DIR, device=device, dtype=dtype)
+        m = load_model(MODEL_DIR, device=device, dtype=dtype, quantize=quantize)
         m.trained = True
         return m
     return random_model(device)

@@ -17,7 +17,9 @@ def test_args_override_only_what_was_given():
         model=None, device="cpu", dtype=None, fps=2.0, memory_frames=64, local_only=True, source="demo"
     )
     s = settings_from_args(Settings(device="cuda", fps=1.0), args)
-    assert s.device == "cuda" and s.fps == 2.0 and s.local_only
+    assert s.device == "cuda" and s.fps == 2.0 and s.local_only and s.dtype == "auto"
+    args.int8 = True  # main.py --int8 in the window: the precision setting
+    assert settings_from_args(Settings(), args).dtype == "int8"
 
 
 RUN_GUI = """
@@ -81,6 +83,15 @@ def test_engine_backend_loads_the_bundled_model():
     reports = []
     m = EngineBackend().load(Settings(device="cpu"), lambda f, t: reports.append(t))
     assert m.device == "cpu" and m.handle is not None and reports[-1].startswith("Model ready")
+
+
+def test_engine_backend_loads_int8_from_the_precision_setting():
+    """Settings "int8" (the precision menu) loads the text decoder as int8 weight-only."""
+    from engine.model import Linear
+
+    m = EngineBackend().load(Settings(device="cpu", dtype="int8"), lambda f, t: None)
+    lins = [x for x in m.handle.modules() if isinstance(x, Linear)]
+    assert lins and all(type(x.weight.data).__name__ == "Int8Tensor" for x in lins)
 
 
 def test_download_progress_adapter_reports_bytes():
