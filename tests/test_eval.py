@@ -410,3 +410,20 @@ def test_int8_weight_only_model_still_answers():
         same += sum(x == y for x, y in zip(a.text, b.text, strict=True))
         total += len(a.text)
     assert same >= 0.9 * total, (same, total)
+
+
+def test_eval_cli_on_frames_of_a_larger_video(tmp_path, records):
+    """`python -m engine.eval --render-scale 5`: the held-out streams as a 320 px video file would
+    reach the 64 px model (rendered larger, area-downsampled); the results say which frames they used."""
+    from engine.eval.__main__ import main
+
+    frames = H.frames_of(records[0], 64, 5.0)
+    assert frames.shape == H.frames_of(records[0], 64).shape
+    assert not np.array_equal(frames, H.frames_of(records[0], 64))
+    out = tmp_path / "r.json"
+    assert (
+        main(["--model", "assets/model", "--seeds", "1000-1001", "--render-scale", "5", "--json", str(out)])
+        == 0
+    )
+    d = json.loads(out.read_text())
+    assert d["render_scale"] == 5.0 and d["frames"] > 0 and d["answer_all"]["n"] > 0

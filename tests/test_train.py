@@ -42,6 +42,29 @@ def test_eval_seeds_never_drawn():
         small.synthetic_record(1000, "realtime")
 
 
+def test_training_frames_include_downsampled_renders():
+    """Like frames of a larger video file: some training samples are rendered larger and
+    area-downsampled (small.RENDER_SCALES), the rest natively; --native-frames turns it off."""
+    import cv2
+    import numpy as np
+
+    from engine.data.loader import DataConfig
+    from engine.tokenizer import Tokenizer
+    from engine.train.loop import SyntheticDataset
+
+    rec = small.synthetic_record(small.seed_for(3), "realtime")
+    big = small.record_frames(rec, 4, 320)
+    want = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in big])
+    assert np.array_equal(small.record_frames(rec, 4, 64, 5.0), want)
+    assert not np.array_equal(want, small.record_frames(rec, 4, 64))
+    tok = Tokenizer.from_folder("assets/model")
+    on = SyntheticDataset("realtime", tok, DataConfig(), 64)
+    off = SyntheticDataset("realtime", tok, DataConfig(), 64, render_scales=False)
+    same = [torch.equal(on[i].frames, off[i].frames) for i in range(12)]
+    assert any(same) and not all(same)
+    assert all(tuple(on[i].frames.shape[1:]) == (64, 64, 3) for i in range(3))
+
+
 def test_overfit_one_batch(tmp_path):
     train(_args(tmp_path, steps=25, lr=3e-3, fixed_batch=True, save_every=1000))
     losses = _losses(tmp_path)

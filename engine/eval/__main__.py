@@ -46,6 +46,7 @@ def run_wall(args, seeds, realtime) -> int:
         args.offline,
         args.offline_rt,
         wall_speed=args.wall,
+        render_scale=args.render_scale,
     )
     res.model = str(args.model)
     print(f"# {args.model}: synthetic suite, real runtime at {args.wall:g}x real time, seeds {args.seeds}, ")
@@ -76,6 +77,7 @@ def run_synthetic(args) -> int:
             args.offline_rt,
             threads,
             args.tokens_per_frame,
+            args.render_scale,
         )
         for i in range(workers)
     ]
@@ -91,11 +93,12 @@ def run_synthetic(args) -> int:
     for p in parts:
         res.merge(Results.from_dict(p))
     wall = time.perf_counter() - t0
-    print(f"# {args.model}: synthetic suite, seeds {args.seeds} ({len(seeds)}), wall {wall:.1f} s\n")
+    scale = f", frames rendered at {args.render_scale:g}x and downsampled" if args.render_scale != 1 else ""
+    print(f"# {args.model}: synthetic suite, seeds {args.seeds} ({len(seeds)}){scale}, wall {wall:.1f} s\n")
     print(res.markdown())
     if args.json:
         d = res.to_dict()
-        d.update(seeds=seeds, wall_s=wall)
+        d.update(seeds=seeds, wall_s=wall, render_scale=args.render_scale)
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(d, f, indent=2)
     return 0
@@ -144,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         metavar="SPEED",
         help="replay through the real runtime on the wall clock at SPEED x real time (one process)",
+    )
+    ap.add_argument(
+        "--render-scale",
+        type=float,
+        default=1.0,
+        help="frames rendered this much larger and downsampled (as a larger video file gives them)",
     )
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--annotations", default=None)

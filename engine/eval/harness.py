@@ -137,10 +137,17 @@ class _SimClock:
         return self.t
 
 
-def frames_of(record: dict, size: int) -> np.ndarray:
+def frames_of(record: dict, size: int, render_scale: float = 1.0) -> np.ndarray:
+    """The record's frames at the model's size; render_scale > 1: rendered that much larger and
+    area-downsampled, as frames of a larger video file reach the model."""
     from engine.data.synth import frames_for_record
 
-    return frames_for_record(record, (size, size))
+    if render_scale == 1.0:
+        return frames_for_record(record, (size, size))
+    import cv2
+
+    big = frames_for_record(record, (int(round(size * render_scale)),) * 2)
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in big])
 
 
 def perceive_frames(model, frames: np.ndarray, chunk: int = 32):
@@ -596,11 +603,11 @@ def score_offline_answer(q: dict, text: str) -> bool:
 
 
 def score_offline_record(
-    model, record: dict, res: Results | None = None, max_new_tokens: int = 64
+    model, record: dict, res: Results | None = None, max_new_tokens: int = 64, render_scale: float = 1.0
 ) -> Results:
     res = res if res is not None else Results()
     meta = record["meta"]
-    frames = frames_of(record, model.cfg.vision.image_size)[: int(meta["n_frames"])]
+    frames = frames_of(record, model.cfg.vision.image_size, render_scale)[: int(meta["n_frames"])]
     k, v = perceive_frames(model, frames)
     res.offline_records += 1
     for q in meta.get("questions", []):
@@ -662,15 +669,16 @@ def evaluate_synthetic(
     tokens_per_frame: int | None = None,
     progress: Callable[[str], None] | None = None,
     wall_speed: float | None = None,
+    render_scale: float = 1.0,
 ) -> Results:
     """Score the real-time replay (simulated clock; or the real runtime on the wall clock at
-    `wall_speed` x real time), and optionally offline QA."""
+    `wall_speed` x real time), and optionally offline QA. render_scale: see frames_of."""
     res = Results()
     t0 = time.perf_counter()
     seeds = list(seeds)
     if realtime or offline_rt:
         for rec in synthetic_records(seeds, "realtime", system_prompt):
-            frames = frames_of(rec, model.cfg.vision.image_size)
+            frames = frames_of(rec, model.cfg.vision.image_size, render_scale)
             if realtime and wall_speed:
                 score_record(
                     rec["meta"], replay_wall(model, rec, system_prompt, wall_speed, frames=frames), res
@@ -684,15 +692,15 @@ def evaluate_synthetic(
                 progress(f"seed {rec['meta']['seed']} done")
     if offline:
         for rec in synthetic_records(seeds, "offline", system_prompt):
-            score_offline_record(model, rec, res)
+            score_offline_record(model, rec, res, render_scale=render_scale)
     res.seconds = time.perf_counter() - t0
     return res
 
 
 def eval_worker(job: tuple) -> dict:
     """One worker process of `python -m engine.eval --workers N`: (model_dir, seeds, realtime,
-    offline, offline_rt, torch threads, tokens_per_frame) -> dataclasses.asdict(Results)."""
-    model_dir, seeds, realtime, offline, offline_rt, threads, tpf = job
+    offline, offline_rt, torch threads, tokens_per_frame, render_scale) -> dataclasses.asdict(Results)."""
+    model_dir, seeds, realtime, offline, offline_rt, threads, tpf, scale = job
     torch.set_num_threads(threads)
     from engine.loading import load_model
 
@@ -705,6 +713,7 @@ def eval_worker(job: tuple) -> dict:
         offline=offline,
         offline_rt=offline_rt,
         tokens_per_frame=tpf,
+        render_scale=scale,
     )
     return dataclasses.asdict(res)
 

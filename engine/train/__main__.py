@@ -37,6 +37,10 @@ def parse(argv=None) -> TrainArgs:
         "--data-offset", type=int, default=d.data_offset,
         help="first synthetic record index per rank (continuing a run: its steps x batch sees new records)",
     )  # fmt: skip
+    p.add_argument(
+        "--native-frames", dest="render_scales", action="store_false",
+        help="synthetic frames rendered at the model's size only (no larger render + downsampling)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     return TrainArgs(**vars(a))
 

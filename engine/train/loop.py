@@ -71,6 +71,7 @@ class TrainArgs:
     stop_after: int | None = None  # stop this process at this step (the schedule still ends at `steps`)
     time_limit: float | None = None  # seconds: shrink `steps` (and the schedule) to finish in time
     data_offset: int = 0  # synthetic data starts at this record index (a continued run sees new records)
+    render_scales: bool = True  # synthetic frames rendered larger and downsampled (small.RENDER_SCALES)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -82,10 +83,21 @@ class SyntheticDataset(torch.utils.data.Dataset):
     restarts the data exactly there."""
 
     def __init__(
-        self, stage, tokenizer, data_cfg, size, rank=0, world=1, seed=0, system_prompt=None, offset=0
+        self,
+        stage,
+        tokenizer,
+        data_cfg,
+        size,
+        rank=0,
+        world=1,
+        seed=0,
+        system_prompt=None,
+        offset=0,
+        render_scales=True,
     ):
         self.stage, self.tok, self.cfg, self.size = stage, tokenizer, data_cfg, size
         self.rank, self.world, self.seed, self.offset = rank, world, seed, offset
+        self.render_scales = render_scales
         self.system_prompt = system_prompt or small.SMALL_SYSTEM_PROMPT
 
     def __len__(self) -> int:
@@ -96,7 +108,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
         rec = small.synthetic_record(seed, self.stage, self.system_prompt)
         rng = np.random.default_rng([self.seed, seed])
         s = preprocess(rec, tokenizer=self.tok, cfg=self.cfg, rng=rng, video_seconds=small.video_seconds(rec))
-        frames = small.record_frames(rec, len(s.frame_refs), self.size)
+        scale = float(rng.choice(small.RENDER_SCALES)) if self.render_scales else 1.0
+        frames = small.record_frames(rec, len(s.frame_refs), self.size, scale)
         return replace(s, frames=torch.from_numpy(np.ascontiguousarray(frames)))
 
 
@@ -124,7 +137,16 @@ def make_loader(args: TrainArgs, tok: Tokenizer, size: int, start: int, per_rank
     dcfg = DataConfig(cutoff_len=cutoff, silence_weight=args.silence_weight)
     if args.data == "synthetic":
         ds = SyntheticDataset(
-            args.stage, tok, dcfg, size, rank, world, args.seed, args.system_prompt, args.data_offset
+            args.stage,
+            tok,
+            dcfg,
+            size,
+            rank,
+            world,
+            args.seed,
+            args.system_prompt,
+            args.data_offset,
+            args.render_scales,
         )
     else:
         from engine.data.loader import VideoFrames
