@@ -16,7 +16,6 @@ weights at 11B). It knows nothing of tokenizers, threads or the stream protocol.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from engine.attention import attend
 from engine.model import CrossAttentionLayer, Model, rope_cos_sin, rotate
@@ -46,35 +45,21 @@ def static_decode_step(model: Model, ids, pos, cache_k, cache_v, mem_k, mem_v, m
             o = attend(q, mem_k[xi], mem_v[xi], mask=x_mask)
             a = xa.o_proj(o.transpose(1, 2).reshape(1, 1, -1))
             x = x + layer.cross_attn_attn_gate.tanh() * (a * row)
-            m = _mlp(layer.mlp, layer.post_attention_layernorm(x)) * row
+            m = layer.mlp(layer.post_attention_layernorm(x)) * row
             x = x + layer.cross_attn_mlp_gate.tanh() * m
             xi += 1
         else:
             sa = layer.self_attn
             h = layer.input_layernorm(x)
-            qkv = getattr(sa, "qkv_weight", None)  # Model.fuse_projections
-            if qkv is not None:
-                q, k, v = F.linear(h, qkv).split([sa.h * sa.d, sa.kv * sa.d, sa.kv * sa.d], -1)
-            else:
-                q, k, v = sa.q_proj(h), sa.k_proj(h), sa.v_proj(h)
-            q = rotate(q.view(1, 1, sa.h, sa.d).transpose(1, 2), cos, sin)
-            k = rotate(k.view(1, 1, sa.kv, sa.d).transpose(1, 2), cos, sin)
-            v = v.view(1, 1, sa.kv, sa.d).transpose(1, 2)
+            q, k, v = sa.project_qkv(h)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
             cache_k[si].index_copy_(2, pos[0], k)
             cache_v[si].index_copy_(2, pos[0], v)
             o = attend(q, cache_k[si], cache_v[si], mask=self_mask)
             x = x + sa.o_proj(o.transpose(1, 2).reshape(1, 1, -1))
-            x = x + _mlp(layer.mlp, layer.post_attention_layernorm(x))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
             si += 1
     return model.lm_head(lm.norm(x))[0, 0].float()
-
-
-def _mlp(mlp, x):
-    gu = getattr(mlp, "gate_up_weight", None)  # Model.fuse_projections
-    if gu is None:
-        return mlp(x)
-    g, u = F.linear(x, gu).chunk(2, -1)
-    return mlp.down_proj(F.silu(g) * u)
 
 
 class GraphDecoder:
@@ -158,26 +143,26 @@ class GraphPerception:
         self.graph = None
         self.out = None
 
-    def _run(self):
-        return self.model.project_memory(self.model.encode_frames(self.px))
+    def _run(self, px):
+        return self.model.project_memory(self.model.encode_frames(px))
 
     @torch.inference_mode()
     def capture(self):
         for _ in range(2):  # warm-up (cuDNN/cuBLAS plans, allocator) on the caller's stream
-            self._run()
+            self._run(self.px)
         torch.cuda.current_stream().synchronize()
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: the generation thread keeps launching (and may capture) meanwhile
         cur = torch.cuda.current_stream()
         side = None if cur == torch.cuda.default_stream() else cur  # never capture on the legacy stream
         with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
-            self.out = self._run()
+            self.out = self._run(self.px)
 
     @torch.inference_mode()
     def __call__(self, px: torch.Tensor):
         """px (1, 3, S, S) normalised pixels (any device) -> k, v each (1, Lx, N, KV, D)."""
         if not self.use_graph:
-            return self.model.project_memory(self.model.encode_frames(px.to(self.px.device, self.px.dtype)))
+            return self._run(px.to(self.px.device, self.px.dtype))
         self.px.copy_(px, non_blocking=True)
         if self.graph is None:
             self.capture()

@@ -145,8 +145,8 @@ def load_model(
 
     dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock".
     video: overrides of VideoConfig fields (e.g. {"feature_taps": "layer_output"}).
-    quantize: "int8" = int8 weight-only text decoder through torchao (the 11B model in ~11 GB of GPU
-    memory: the weights are read on the CPU and quantized module by module on their way to `device`).
+    quantize: "int8" = int8 weight-only text decoder through torchao (about half the bf16 weight memory;
+    the weights are read on the CPU and quantized module by module on their way to `device`).
     """
     if quantize not in (None, "int8"):
         raise LoadError(f"Unknown quantization {quantize!r}; the choices are none and int8.")

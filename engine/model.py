@@ -239,7 +239,12 @@ class MLP(nn.Module):
         self.up_proj = Linear(t.hidden_size, t.intermediate_size, bias=False)
         self.down_proj = Linear(t.intermediate_size, t.hidden_size, bias=False)
 
+    gate_up_weight: torch.Tensor | None = None  # Model.fuse_projections
+
     def forward(self, x):
+        if self.gate_up_weight is not None:
+            g, u = F.linear(x, self.gate_up_weight).chunk(2, -1)
+            return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -252,12 +257,28 @@ class SelfAttention(nn.Module):
         self.v_proj = Linear(t.hidden_size, self.kv * self.d, bias=False)
         self.o_proj = Linear(self.h * self.d, t.hidden_size, bias=False)
 
+    qkv_weight: torch.Tensor | None = None  # Model.fuse_projections
+
+    def project_qkv(self, x):
+        """x (B, T, C) -> q (B, H, T, D), k and v (B, KV, T, D), before RoPE."""
+        B, T, _ = x.shape
+        if self.qkv_weight is not None:
+            q, k, v = F.linear(x, self.qkv_weight).split(
+                [self.h * self.d, self.kv * self.d, self.kv * self.d], -1
+            )
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return (
+            q.view(B, T, self.h, self.d).transpose(1, 2),
+            k.view(B, T, self.kv, self.d).transpose(1, 2),
+            v.view(B, T, self.kv, self.d).transpose(1, 2),
+        )
+
     def forward(self, x, cos, sin, cache=None, start=0, pad_mask=None):
         """x (B, T, C). With a cache (k, v each (B, KV, S, D)) the chunk is written at `start`."""
         B, T, _ = x.shape
-        q = rotate(self.q_proj(x).view(B, T, self.h, self.d).transpose(1, 2), cos, sin)  # (B, H, T, D)
-        k = rotate(self.k_proj(x).view(B, T, self.kv, self.d).transpose(1, 2), cos, sin)  # (B, KV, T, D)
-        v = self.v_proj(x).view(B, T, self.kv, self.d).transpose(1, 2)
+        q, k, v = self.project_qkv(x)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is None:
             o = attend(q, k, v, causal=True, mask=pad_mask)
         else:
@@ -390,8 +411,9 @@ class Model(nn.Module):
     def fuse_projections(self) -> None:
         """Store each self-attention layer's q/k/v weights, and each MLP's gate/up weights, as one
         matrix (`qkv_weight`, `gate_up_weight`); the separate weights become views of it (no extra
-        memory, state_dict unchanged). The fixed-shape decode step then runs 4 matrix-vector products
-        per layer instead of 7: fewer launches, longer rows. Idempotent."""
+        memory, state_dict unchanged), which MLP.forward and SelfAttention.project_qkv then use: 4
+        matrix products per layer instead of 7 (fewer launches, longer rows; the GPU decode step).
+        Inference only. Idempotent."""
         with torch.no_grad():
             for layer in self.language_model.layers:
                 mods = [(layer.mlp, ("gate_proj", "up_proj"), "gate_up_weight")]

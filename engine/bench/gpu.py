@@ -182,8 +182,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
             for i in range(F):
                 dec.add_frame(k[i], v[i])
             dec.ask(question)
-            run = [(i, kk, vv) for i, kk, vv in dec.pending_frames]  # what _flush does first
-            dec._commit_run(run)
+            dec._commit_run(list(dec.pending_frames))  # what _flush does first
             dec.pending_frames = []
 
         r["offline_commit_s"], _ = timed(commit, dev)

@@ -141,13 +141,11 @@ def frames_of(record: dict, size: int, render_scale: float = 1.0) -> np.ndarray:
     """The record's frames at the model's size; render_scale > 1: rendered that much larger and
     area-downsampled, as frames of a larger video file reach the model."""
     from engine.data.synth import frames_for_record
+    from engine.train.small import record_frames
 
     if render_scale == 1.0:
         return frames_for_record(record, (size, size))
-    import cv2
-
-    big = frames_for_record(record, (int(round(size * render_scale)),) * 2)
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in big])
+    return record_frames(record, int(record["meta"]["n_frames"]), size, render_scale)
 
 
 def perceive_frames(model, frames: np.ndarray, chunk: int = 32):

@@ -238,11 +238,11 @@ RENDER_SCALES = (1.0, 1.0, 1.5, 2.0, 3.0, 5.0)
 def record_frames(record: dict, n: int, size: int = FRAME_SIZE, scale: float = 1.0) -> np.ndarray:
     """The record's first n frames (one per second), rendered from its seed: (n, size, size, 3) uint8.
     scale > 1: rendered at round(size * scale) and area-downsampled, like a larger video file."""
-    if scale != 1.0:
-        import cv2
+    if scale != 1.0:  # the runtime's own resize (preprocess.fit_tile): what a larger video file gets
+        from engine.preprocess import fit_tile
 
         big = record_frames(record, n, int(round(size * scale)))
-        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in big])
+        return np.stack([fit_tile(f, size) for f in big])
     if n == 0:
         return np.zeros((0, size, size, 3), np.uint8)
     m = record["meta"]
