@@ -165,6 +165,11 @@ class GraphPerception:
             return self._run(px.to(self.px.device, self.px.dtype))
         self.px.copy_(px, non_blocking=True)
         if self.graph is None:
-            self.capture()
+            try:
+                self.capture()
+            except RuntimeError as e:  # e.g. an op that cannot be captured: perceive eagerly instead
+                print(f"CUDA graph capture of perception failed ({e}); perceiving eagerly")
+                self.graph, self.use_graph = None, False
+                return self._run(self.px)
         self.graph.replay()
         return self.out

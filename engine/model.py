@@ -193,7 +193,8 @@ class VisionTower(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (F, 3, S, S) normalised -> features (F, num_patches, vision_output_dim)."""
         c = self.c
-        x = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype))  # (F, D, g, g)
+        w = self.patch_embedding.weight
+        x = self.patch_embedding(pixels.to(w.device, w.dtype))  # (F, D, g, g)
         x = x.flatten(2).transpose(1, 2)  # (F, g*g, D)
         pre = self.pre_tile_positional_embedding
         x = x + self._tile0(pre.embedding, 1) * pre.gate.tanh()

@@ -76,3 +76,42 @@ def test_graph_perception_equals_eager():
             rk, rv = model.project_memory(model.encode_frames(px.to(p.device, p.dtype)))
             torch.testing.assert_close(k, rk)
             torch.testing.assert_close(v, rv)
+
+
+def _fp8_capable() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+@pytest.mark.skipif(not _fp8_capable(), reason="FP8 matmuls need compute capability 8.9+ (Ada, Hopper)")
+def test_fp8_vision_model_still_answers():
+    """load_model(quantize="fp8-vision"): the vision tower's linear layers hold FP8 weights, the live
+    CUDA-graph perception computes what eager FP8 perception does, and the shipped model says on
+    held-out streams what it says with the bf16 tower, frame for frame, almost everywhere."""
+    pytest.importorskip("torchao", reason="FP8 vision goes through torchao")
+    from engine.bundled import MODEL_DIR
+    from engine.eval import harness as H
+    from engine.fast import GraphPerception
+    from engine.loading import load_model
+
+    bf = load_model(MODEL_DIR, device="cuda")
+    f8 = load_model(MODEL_DIR, device="cuda", quantize="fp8-vision")
+    fc1 = f8.vision_model.transformer.layers[0].mlp.fc1
+    assert type(fc1.weight.data).__name__ == "Float8Tensor"
+    assert type(f8.lm_head.weight.data) is torch.Tensor  # the text decoder keeps bf16
+    S = f8.cfg.vision.image_size
+    px = torch.randn(1, 3, S, S, generator=torch.Generator().manual_seed(0))
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        k, v = (t.clone() for t in GraphPerception(f8, "cuda", torch.bfloat16)(px))
+    side.synchronize()
+    with torch.inference_mode():
+        rk, rv = f8.project_memory(f8.encode_frames(px.cuda()))
+    torch.testing.assert_close(k, rk)
+    torch.testing.assert_close(v, rv)
+    sp = bf.generation.get("system_prompt") or H.P.REALTIME_SYSTEM_PROMPT
+    same = total = 0
+    for rec in H.synthetic_records(range(1002, 1006), "realtime", sp):
+        a, b = H.replay(bf, rec, sp), H.replay(f8, rec, sp)
+        same += sum(x == y for x, y in zip(a.text, b.text, strict=True))
+        total += len(a.text)
+    assert same >= 0.9 * total, (same, total)

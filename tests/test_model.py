@@ -301,3 +301,12 @@ def test_hub_id_offline_fails_clearly(monkeypatch):
         load_model("OpenMOSS-Team/moss-video-preview-realtime-sft")
     with pytest.raises(LoadError, match="local only"):
         load_model("OpenMOSS-Team/moss-video-preview-realtime-sft", local_only=True)
+
+
+def test_unknown_or_impossible_quantization_is_one_clear_sentence(tmp_path):
+    save_model(moss_model(), tmp_path)
+    with pytest.raises(LoadError, match="int8, fp8-vision"):
+        load_model(tmp_path, quantize="int4")
+    if not torch.cuda.is_available():  # FP8 matmuls need an Ada/Hopper GPU: on a CPU, say so
+        with pytest.raises(LoadError, match="compute capability 8.9"):
+            load_model(tmp_path, quantize="fp8-vision")

@@ -125,14 +125,9 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
             m.project_memory(m.encode_frames(px1))
         t, _ = timed(lambda: [m.project_memory(m.encode_frames(px1)) for _ in range(n)], dev)
     res["perception_eager_ms_per_frame"] = 1000 * t / n
-    # the runtime's live path: GraphPerception (one CUDA graph per frame) on a side stream
-    side = torch.cuda.Stream() if dev.type == "cuda" else None
-    with torch.cuda.stream(side) if side else contextlib.nullcontext():
-        gp = GraphPerception(m, dev, dtype)
-        for _ in range(3):
-            gp(px1)
-        t, _ = timed(lambda: [gp(px1) for _ in range(n)], dev)
-    res["perception_ms_per_frame"] = 1000 * t / n
+    res["perception_ms_per_frame"] = _live_perception_ms(m, px1, dev, dtype)
+    if _FP8_VISION:
+        _fp8_side_by_side(m, res, frames_list, px1, dev, dtype)
     for F in frames_list:
         res[F] = _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question)
         out(res)
@@ -142,6 +137,44 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _live_perception_ms(m, px1, dev, dtype, n=20) -> float:
+    """The runtime's live path: GraphPerception (one CUDA graph per frame) on a side stream."""
+    side = torch.cuda.Stream() if dev.type == "cuda" else None
+    with torch.cuda.stream(side) if side else contextlib.nullcontext():
+        gp = GraphPerception(m, dev, dtype)
+        for _ in range(3):
+            gp(px1)
+        t, _ = timed(lambda: [gp(px1) for _ in range(n)], dev)
+    return 1000 * t / n
+
+
+def _fp8_side_by_side(m, res, frames_list, px1, dev, dtype) -> None:
+    """--fp8-vision: the bf16 tower's batched vision time at each frame count and its live perception
+    are kept under "bf16_*" keys, then the tower goes FP8 (quantize_fp8_vision) and every perception
+    number after that is FP8's. Also the cosine similarity of FP8 to bf16 memory K/V on 8 frames."""
+    from engine.loading import quantize_fp8_vision
+
+    S = m.cfg.vision.image_size
+    g = torch.Generator(device=dev).manual_seed(1)
+    with torch.inference_mode():
+        px8 = torch.randn(8, 3, S, S, device=dev, dtype=dtype, generator=g)
+        ref = perceive(m, px8)
+        res["bf16_perception_ms_per_frame"] = res["perception_ms_per_frame"]
+        for F in frames_list:
+            px = torch.randn(F, 3, S, S, device=dev, dtype=dtype)
+            perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE)
+            res[f"bf16_offline_vision_s_{F}"], _ = timed(
+                lambda px=px: perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE), dev
+            )
+        quantize_fp8_vision(m)
+        new = perceive(m, px8)
+    cos = torch.nn.functional.cosine_similarity
+    res["fp8_vs_bf16_cosine_k"] = float(cos(new[0].flatten().float(), ref[0].flatten().float(), dim=0))
+    res["fp8_vs_bf16_cosine_v"] = float(cos(new[1].flatten().float(), ref[1].flatten().float(), dim=0))
+    res["perception_ms_per_frame"] = _live_perception_ms(m, px1, dev, dtype)
+    res["model"] += ", FP8 vision"
 
 
 def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
@@ -439,6 +472,7 @@ def bench_mllama(scale, frames_list, dev, dtype, out):
 _PROFILE = False
 _COMPILE = False
 _INT8 = False
+_FP8_VISION = False
 _VISION_BATCH = 32  # frames per batch of the offline (all frames at once) vision encoding
 
 
@@ -490,8 +524,9 @@ def run(args) -> dict:
         results = json.loads(Path(args.plot_json).read_text())
         plot(results, args.png or Path(args.plot_json).with_suffix(".png"))
         return results
-    global _PROFILE, _COMPILE, _VISION_BATCH, _INT8
+    global _PROFILE, _COMPILE, _VISION_BATCH, _INT8, _FP8_VISION
     _INT8 = bool(getattr(args, "int8", False))
+    _FP8_VISION = bool(getattr(args, "fp8_vision", False))
     _VISION_BATCH = int(getattr(args, "vision_batch", _VISION_BATCH))
     _PROFILE = bool(getattr(args, "profile", False))
     _COMPILE = bool(getattr(args, "compile", False))
@@ -561,12 +596,28 @@ def print_table(results) -> None:
                 f"  {r['model']}: perception {r['perception_ms_per_frame']:.2f} ms/frame live (CUDA graph; "
                 f"eager {r.get('perception_eager_ms_per_frame', float('nan')):.2f})"
             )
+        if "bf16_perception_ms_per_frame" in r:
+            vision = ", ".join(
+                f"{F} frames {r[F]['offline_vision_s']:.3f} s vs {r[f'bf16_offline_vision_s_{F}']:.3f} s"
+                for F in results["frames"]
+                if F in r and f"bf16_offline_vision_s_{F}" in r
+            )
+            print(
+                f"  FP8 vs bf16 tower in this run: live {r['perception_ms_per_frame']:.2f} vs "
+                f"{r['bf16_perception_ms_per_frame']:.2f} ms/frame; batched vision {vision}; "
+                f"memory cosine k {r['fp8_vs_bf16_cosine_k']:.4f}, v {r['fp8_vs_bf16_cosine_v']:.4f}"
+            )
 
 
 def add_args(p) -> None:
     p.add_argument("--plot-json", help="no run: plot the results of an earlier run (its --json file)")
     p.add_argument("--vision-batch", type=int, default=_VISION_BATCH, help="frames per offline vision batch")
     p.add_argument("--int8", action="store_true", help="our model with int8 weight-only decoder (torchao)")
+    p.add_argument(
+        "--fp8-vision",
+        action="store_true",
+        help="our vision tower in FP8 (torchao), its bf16 timings kept alongside in the same run",
+    )
     p.add_argument("--png", help="where --plot-json writes the plot (default: next to the JSON)")
     p.add_argument("--scale", choices=["full", "tiny"], default="full")
     p.add_argument("--frames", default="64,256")
