@@ -219,9 +219,9 @@ def quantize_fp8_vision(model: Model) -> None:
         )
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-    except ImportError:
+    except ImportError as e:
         raise LoadError(
-            "FP8 vision needs torchao: pip install 'moss-live[gpu]' (or torchao==0.18.0)."
+            f"FP8 vision needs torchao: pip install 'moss-live[gpu]' (or torchao==0.18.0) ({e})."
         ) from None
 
     fp8 = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
@@ -237,8 +237,10 @@ def quantize_int8(model: Model, device) -> None:
     time). The vision tower, norms and embeddings keep their dtype."""
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    except ImportError:
-        raise LoadError("int8 needs torchao: pip install 'moss-live[int8]' (or torchao==0.18.0).") from None
+    except ImportError as e:
+        raise LoadError(
+            f"int8 needs torchao: pip install 'moss-live[int8]' (or torchao==0.18.0) ({e})."
+        ) from None
     from engine.model import Linear
 
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: isinstance(m, Linear), device=device)

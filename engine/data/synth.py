@@ -114,6 +114,9 @@ class SynthConfig:
     min_gap: int = 3  # frames between questions, unless barging in
     max_gap: int = 8
     p_barge_in: float = 0.1  # ask while the previous answer is being spoken (it gets cut)
+    # watch requests: share that prefer a target whose decoy (same colour or shape) arrives after the
+    # question, where a model that binds attributes loosely speaks too early (0 = no preference)
+    p_arriving_decoy: float = 0.0
     max_frames: int = 256  # external captions: longer videos are cut (the model saw <= 4096 tokens)
     video_dir: str = "world"  # world videos are referred to as video_dir/world_SEED.mp4
     kinds: tuple[tuple[str, float], ...] = (
@@ -363,8 +366,9 @@ class Plan:
 class _Scene:
     """Read-only look-ups over a world video's states."""
 
-    def __init__(self, video: Video):
+    def __init__(self, video: Video, p_arriving_decoy: float = 0.0):
         self.video, self.states, self.F = video, video.states, video.n_frames
+        self.p_arriving_decoy = p_arriving_decoy
         self.first_seen: dict[int, int] = {}
         self.looks = [{(o.colour, o.shape) for o in st.objects} for st in self.states]
         for st in self.states:
@@ -547,6 +551,16 @@ def _decoys(sc: _Scene, c: str, s: str, f0: int, f1: int) -> list[str]:
     return sorted(f"{oc} {os}" for oc, os in found)
 
 
+def _arriving_decoy(sc: _Scene, a: int, cands: list, rng) -> tuple | None:
+    """With probability sc.p_arriving_decoy, one of the watch candidates (c, s, fe, decoys) with a
+    decoy that is not on screen when the question is asked (it arrives while the model waits)."""
+    if sc.p_arriving_decoy <= 0 or rng.random() >= sc.p_arriving_decoy:
+        return None
+    asked = {f"{c} {s}" for c, s in sc.looks[a]}
+    arriving = [x for x in cands if any(d not in asked for d in x[3])]
+    return _pick(rng, arriving) if arriving else None
+
+
 def _plan_watch(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
     looks = [(c, s) for c in COLOURS for s in SHAPES]
     comes = rng.random() < 0.7
@@ -559,15 +573,18 @@ def _plan_watch(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
             fe = next((f for f in range(a + 1, min(sc.F, a + 16)) if (c, s) in sc.looks[f]), None)
             if fe is not None:
                 cands.append((c, s, fe, _decoys(sc, c, s, a, fe)))
+        pick = _arriving_decoy(sc, a, cands, rng)
         tricky = [x for x in cands if x[3]]
-        if cands:
+        if cands and pick is None:
             pick = _pick(rng, tricky if tricky and rng.random() < 0.8 else cands)
         comes = pick is not None
     if not comes:
         cands = [(c, s) for c, s in looks if not any((c, s) in sc.looks[f] for f in range(a, sc.F))]
         cands = [(c, s, None, _decoys(sc, c, s, a, sc.F - 1)) for c, s in cands]
+        pick = _arriving_decoy(sc, a, cands, rng)
         tricky = [x for x in cands if x[3]]
-        pick = _pick(rng, tricky if tricky and rng.random() < 0.9 else cands)
+        if pick is None:
+            pick = _pick(rng, tricky if tricky and rng.random() < 0.9 else cands)
     c, s, fe, decoys = pick
     name = f"{c} {s}"
     art = with_article(name)
@@ -673,7 +690,7 @@ def world_record(
     count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> dict | None:
     """One real-time record with 1..max_questions questions about a world video (None if too short)."""
-    sc, F = _Scene(video), video.n_frames
+    sc, F = _Scene(video, cfg.p_arriving_decoy), video.n_frames
     if F < 4:
         return None
     names = [k for k, _ in cfg.kinds]

@@ -646,12 +646,13 @@ def score_offline_rt(
 def synthetic_records(
     seeds: Iterable[int], kind: str = "realtime", system_prompt: str | None = None
 ) -> list[dict]:
-    """The small model's records (same generator and packing as training) for held-out seeds."""
+    """The small model's records (same generator and packing as training, the fixed evaluation
+    question mix `EVAL_KINDS`) for held-out seeds."""
     from engine.train.small import SMALL_SYSTEM_PROMPT, _from_synth
 
     out = []
     for s in seeds:
-        rec = _from_synth(int(s), kind, system_prompt or SMALL_SYSTEM_PROMPT)
+        rec = _from_synth(int(s), kind, system_prompt or SMALL_SYSTEM_PROMPT, heldout=True)
         if rec is not None:
             out.append(rec)
     return out

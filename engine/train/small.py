@@ -106,18 +106,31 @@ SMALL_KINDS = (
     ("count", 0.14), ("colour", 0.18), ("list", 0.13), ("watch", 0.18), ("display", 0.07),
     ("presence", 0.11), ("position", 0.05), ("spatial", 0.06), ("order", 0.04), ("narrate", 0.04),
 )  # fmt: skip
+# Watch requests in training prefer, this often, a target whose decoy arrives after the question (rt6 on).
+P_ARRIVING_DECOY = 0.6
+# The question mix of the held-out evaluation streams, fixed so that results stay comparable when the
+# training mix changes (it is SMALL_KINDS as it was up to rt4; no arriving-decoy preference).
+EVAL_KINDS = (
+    ("count", 0.14), ("colour", 0.18), ("list", 0.15), ("watch", 0.15), ("display", 0.07),
+    ("presence", 0.11), ("position", 0.06), ("spatial", 0.06), ("order", 0.04), ("narrate", 0.04),
+)  # fmt: skip
 # Share of offline records that ask a real-time kind about the end of a clip (synth.OFFLINE_RT_KINDS).
 P_OFFLINE_REALTIME_KIND = 0.5
 
 
-def _from_synth(seed: int, kind: str, system_prompt: str) -> dict | None:
+def _from_synth(seed: int, kind: str, system_prompt: str, heldout: bool = False) -> dict | None:
     """engine.data.synth's record for (seed, kind): real-time QA, or offline QA (also used for the
-    align stage: its "describe" questions are captions of the whole video)."""
+    align stage: its "describe" questions are captions of the whole video). `heldout`: the fixed
+    question mix of the evaluation streams instead of the training one."""
     from engine.data import synth
     from engine.data.world import make_video
 
     rng = np.random.default_rng([seed, 11])
-    cfg = synth.SynthConfig(tokens_per_second=SYNTH_TOKENS_PER_SECOND, kinds=SMALL_KINDS)
+    cfg = synth.SynthConfig(
+        tokens_per_second=SYNTH_TOKENS_PER_SECOND,
+        kinds=EVAL_KINDS if heldout else SMALL_KINDS,
+        p_arriving_decoy=0.0 if heldout else P_ARRIVING_DECOY,
+    )
     video = make_video(seed)
     rec = (
         synth.world_record(video, rng, cfg)

@@ -223,6 +223,25 @@ def test_watch_requests_are_silent_until_the_event():
     assert comes > 10 and never > 3 and decoyed > 20
 
 
+def test_arriving_decoys_are_preferred_when_asked_for():
+    """p_arriving_decoy=1: watch targets whose decoy (same colour or shape) is not on screen at the
+    question but arrives while the model waits, far more often than by default."""
+
+    def arriving(p: float) -> int:
+        n = 0
+        for seed in range(40):
+            video = make_video(seed)
+            cfg = _only("watch", max_questions=1, p_arriving_decoy=p)
+            rec = world_record(video, np.random.default_rng([seed, 0, 1]), cfg)
+            (q,) = rec["meta"]["questions"]
+            asked = {f"{o.colour} {o.shape}" for o in video.states[q["ask_frame"]].objects}
+            n += any(d not in asked for d in q["info"]["decoys"])
+        return n
+
+    default, preferred = arriving(0.0), arriving(1.0)
+    assert preferred >= default + 8 and preferred >= 30, (default, preferred)
+
+
 def test_count_answer_and_revisions_follow_the_state():
     revisions = 0
     for seed in range(30):
