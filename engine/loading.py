@@ -224,7 +224,9 @@ def quantize_fp8_vision(model: Model) -> None:
             f"FP8 vision needs torchao: pip install 'moss-live[gpu]' (or torchao==0.18.0) ({e})."
         ) from None
 
-    fp8 = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    # set_inductor_config=False: torchao would otherwise turn on inductor's coordinate-descent tuning
+    # for the whole process, and every later torch.compile (the decode step too) takes many minutes
+    fp8 = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     for part in (model.vision_model, model.multi_modal_projector):
         quantize_(part, fp8, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
     model.__dict__.pop("_compiled_encode", None)  # a compiled tower of the old weights
@@ -243,7 +245,8 @@ def quantize_int8(model: Model, device) -> None:
         ) from None
     from engine.model import Linear
 
-    quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, fqn: isinstance(m, Linear), device=device)
+    int8 = Int8WeightOnlyConfig(set_inductor_config=False)  # see quantize_fp8_vision
+    quantize_(model, int8, filter_fn=lambda m, fqn: isinstance(m, Linear), device=device)
     model.quantized = "int8"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,14 @@ class _Tok:
 
     def decode(self, ids):
         return " ".join(str(i) for i in ids)
+
+
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, unbuffered (a run cut by a time limit still says how far it got)."""
+    print(f"[bench +{time.perf_counter() - _T0:.0f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def sync(dev):
@@ -105,6 +114,7 @@ def _nbytes(p) -> int:
 
 def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     m = make_ours(scale, dev, dtype)
+    log("ours: model built")
     cfg = m.cfg
     S = cfg.vision.image_size
     tok = _Tok(cfg.video.image_token_id, cfg.text.vocab_size)
@@ -126,10 +136,12 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
         t, _ = timed(lambda: [m.project_memory(m.encode_frames(px1)) for _ in range(n)], dev)
     res["perception_eager_ms_per_frame"] = 1000 * t / n
     res["perception_ms_per_frame"] = _live_perception_ms(m, px1, dev, dtype)
+    log(f"ours: perception {res['perception_ms_per_frame']:.2f} ms/frame live")
     if _FP8_VISION:
-        _fp8_side_by_side(m, res, frames_list, px1, dev, dtype)
+        _fp8_side_by_side(m, res, frames_list, px1, dev, dtype, out)
     for F in frames_list:
         res[F] = _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question)
+        log(f"ours: {F} frames {res[F]}")
         out(res)
         gc.collect()
     m = None
@@ -150,10 +162,11 @@ def _live_perception_ms(m, px1, dev, dtype, n=20) -> float:
     return 1000 * t / n
 
 
-def _fp8_side_by_side(m, res, frames_list, px1, dev, dtype) -> None:
+def _fp8_side_by_side(m, res, frames_list, px1, dev, dtype, out) -> None:
     """--fp8-vision: the bf16 tower's batched vision time at each frame count and its live perception
     are kept under "bf16_*" keys, then the tower goes FP8 (quantize_fp8_vision) and every perception
-    number after that is FP8's. Also the cosine similarity of FP8 to bf16 memory K/V on 8 frames."""
+    number after that is FP8's (eager batched vision under "fp8_eager_*"). Also the cosine similarity
+    of FP8 to bf16 memory K/V on 8 frames."""
     from engine.loading import quantize_fp8_vision
 
     S = m.cfg.vision.image_size
@@ -168,12 +181,23 @@ def _fp8_side_by_side(m, res, frames_list, px1, dev, dtype) -> None:
             res[f"bf16_offline_vision_s_{F}"], _ = timed(
                 lambda px=px: perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE), dev
             )
+            log(f"ours: bf16 vision {F} frames {res[f'bf16_offline_vision_s_{F}']:.3f} s")
+        out(res)
         quantize_fp8_vision(m)
         new = perceive(m, px8)
+        for F in frames_list:
+            px = torch.randn(F, 3, S, S, device=dev, dtype=dtype)
+            perceive(m, px, batch=_VISION_BATCH)
+            res[f"fp8_eager_offline_vision_s_{F}"], _ = timed(
+                lambda px=px: perceive(m, px, batch=_VISION_BATCH), dev
+            )
+            log(f"ours: FP8 eager vision {F} frames {res[f'fp8_eager_offline_vision_s_{F}']:.3f} s")
+        out(res)
     cos = torch.nn.functional.cosine_similarity
     res["fp8_vs_bf16_cosine_k"] = float(cos(new[0].flatten().float(), ref[0].flatten().float(), dim=0))
     res["fp8_vs_bf16_cosine_v"] = float(cos(new[1].flatten().float(), ref[1].flatten().float(), dim=0))
     res["perception_ms_per_frame"] = _live_perception_ms(m, px1, dev, dtype)
+    log(f"ours: FP8 perception {res['perception_ms_per_frame']:.2f} ms/frame live")
     res["model"] += ", FP8 vision"
 
 
@@ -204,6 +228,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
 
     offline()  # warm-up
     r["offline_ttft_s"], _ = timed(offline, dev)
+    log(f"ours: {F} frames offline TTFT {r['offline_ttft_s']:.3f} s")
     # where the offline TTFT goes: vision (batched), committing the frames, the text prefill
     with torch.inference_mode():
         r["offline_vision_s"], (k, v) = timed(
@@ -241,6 +266,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
 
     streaming()
     r["streaming_ttft_s"], _ = timed(streaming, dev)
+    log(f"ours: {F} frames streaming TTFT {r['streaming_ttft_s']:.3f} s")
     # decode: n tokens with N frames in memory (the fixed-shape step under a CUDA graph on GPU)
     g = dec.graph or GraphDecoder(m, dec.cache, dec.memory, use_graph=False)
     start = len(dec.ids)
@@ -544,6 +570,7 @@ def run(args) -> dict:
 
     for which in args.only.split(","):
         t0 = time.perf_counter()
+        log(f"{which}: start")
         if which == "ours":
             r = bench_ours(args.scale, frames_list, dev, dtype, peak, out)
         elif which == "qwen":
