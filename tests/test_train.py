@@ -12,7 +12,7 @@ import torch
 from engine.loading import load_model
 from engine.model import Model
 from engine.train import small
-from engine.train.loop import TrainArgs, build_config, read_trainer_state, save_checkpoint, train
+from engine.train.loop import TrainArgs, build_config, fit_steps, read_trainer_state, save_checkpoint, train
 
 
 def _losses(folder):
@@ -119,3 +119,14 @@ def test_torchrun_two_processes_fsdp(tmp_path):
     assert len(losses) == 3 and all(map(torch.isfinite, torch.tensor(losses)))
     assert load_model(tmp_path).num_parameters() > 0
     assert read_trainer_state(tmp_path / "last")["step"] == 3  # saved at 2, then at the end
+
+
+def test_time_limit_refits_when_the_data_slows_down():
+    """--time-limit: the run is fitted to the time left, at the rate measured so far, again and again;
+    a run whose data workers fall behind after the first estimate shrinks instead of running over."""
+    first = fit_steps(70, rate=7.0, seconds_left=500, requested=30000)
+    assert first == 70 + int(7.0 * 500 * 0.95)
+    later = fit_steps(1000, rate=4.5, seconds_left=300, requested=30000)  # slower than first measured
+    assert later == 1000 + int(4.5 * 300 * 0.95) < first
+    assert fit_steps(1000, rate=50.0, seconds_left=300, requested=3000) == 3000  # never past the request
+    assert fit_steps(1000, rate=4.5, seconds_left=-5, requested=3000) == 1001  # over time: stop now

@@ -196,6 +196,12 @@ def build_config(preset: str, tok: Tokenizer) -> ModelConfig:
     raise ValueError(f"unknown preset {preset!r} (small or tiny)")
 
 
+def fit_steps(step: int, rate: float, seconds_left: float, requested: int) -> int:
+    """The last step of a run that must end within `seconds_left` at `rate` steps/s (5% kept in
+    hand), never past the `requested` steps and at least one more step."""
+    return max(step + 1, min(requested, step + int(rate * max(0.0, seconds_left) * 0.95)))
+
+
 def lr_at(step: int, args: TrainArgs) -> float:
     """Linear warmup to 1, then cosine to 0.1 at args.steps (a multiplier of the peak lr)."""
     if step < args.warmup:
@@ -488,6 +494,7 @@ def train(args: TrainArgs) -> dict:
     last_loss = float("nan")
     it = iter(loader)
     start_step = step
+    requested_steps = args.steps
     end = args.steps if args.stop_after is None else min(args.steps, args.stop_after)
     data_wait = 0.0
     while step < end:
@@ -505,17 +512,20 @@ def train(args: TrainArgs) -> dict:
         step += 1
         if args.time_limit and step == start_step + 20:
             t20 = time.perf_counter()  # after start-up (workers, allocator, kernels warmed)
-        if args.time_limit and step == start_step + 70:
-            # fit the run (and its cosine decay) into the time limit, measured on steps 20..70
-            rate = 50 / max(time.perf_counter() - t20, 1e-9)
-            fit = step + int(rate * max(0.0, args.time_limit - (time.perf_counter() - t0)) * 0.95)
+        if args.time_limit and step >= start_step + 70 and (step - start_step - 70) % 250 == 0:
+            # Fit the run (and its cosine decay) into the time limit at the rate since step 20, again
+            # every 250 steps: the first estimate runs on batches the data workers made in advance.
+            now = time.perf_counter()
+            rate = (step - start_step - 20) / max(now - t20, 1e-9)
+            fit = fit_steps(step, rate, args.time_limit - (now - t0), requested_steps)
             if world > 1:  # every rank must stop at the same step (collectives)
                 ft = torch.tensor([fit], device=device)
                 dist.broadcast(ft, 0)
                 fit = int(ft.item())
-            if fit < args.steps:
-                args.steps = end = max(step + 1, fit)
-                if rank == 0:
+            if fit != args.steps:
+                args.steps = fit
+                end = fit if args.stop_after is None else min(fit, args.stop_after)
+                if rank == 0 and step == start_step + 70:
                     print(
                         f"time limit {args.time_limit:g}s: {rate:.2f} steps/s -> {args.steps} steps",
                         flush=True,
