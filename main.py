@@ -63,11 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
     p.add_argument("--int8", action="store_true", help="int8 weight-only text decoder (torchao)")
-    p.add_argument(
-        "--fp8-vision",
-        action="store_true",
-        help="FP8 vision tower (torchao; GPUs of compute capability 8.9+)",
-    )
     p.add_argument("--fps", type=float, default=1.0, help="frames per second that enter the model")
     p.add_argument("--memory-frames", type=int, default=64, help="visual memory capacity (frames)")
     p.add_argument(
@@ -164,8 +159,7 @@ def run_headless(args) -> int:
     asks = args.ask or (DEMO_QUESTIONS if args.source == "demo" else [])
     questions = sorted((parse_ask(a) for a in asks), key=lambda q: q.at)
     try:
-        quantize = "+".join(q for q, on in (("int8", args.int8), ("fp8-vision", args.fp8_vision)) if on)
-        if quantize and not args.model:
+        if args.int8 and not args.model:
             from engine.bundled import MODEL_DIR
 
             args.model = str(MODEL_DIR)
@@ -175,7 +169,7 @@ def run_headless(args) -> int:
                 device=args.device,
                 dtype=args.dtype,
                 local_only=args.local_only,
-                quantize=quantize,
+                quantize="int8" if args.int8 else None,
             )
             model.trained = True
         else:

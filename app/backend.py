@@ -74,9 +74,7 @@ class EngineBackend:
     def load(self, settings: Settings, report: Report) -> LoadedModel:
         report(-1.0, "Looking at the hardware…")
         device = resolve_device(settings.device)
-        quantize = "+".join(
-            q for q, on in (("int8", settings.dtype == "int8"), ("fp8-vision", settings.vision_fp8)) if on
-        )
+        quantize = "int8" if settings.dtype == "int8" else None
         dtype = None if settings.dtype in ("auto", "int8") else settings.dtype
         from engine.loading import LoadError
 

@@ -31,8 +31,6 @@ def settings_from_args(settings: Settings, args: Any) -> Settings:
             changes[name] = value
     if getattr(args, "int8", False):
         changes["dtype"] = "int8"
-    if getattr(args, "fp8_vision", False):
-        changes["vision_fp8"] = True
     return settings.replace(**changes) if changes else settings
 
 

@@ -29,7 +29,6 @@ class Settings:
     # "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16", "float16", or "int8" (int8
     # weight-only text decoder through torchao, the rest at "auto")
     dtype: str = "auto"
-    vision_fp8: bool = False  # the vision tower in FP8 (torchao; NVIDIA GPUs of compute capability 8.9+)
     fps: float = 1.0  # frames per second that enter the model (the published model saw 1 fps)
     memory_frames: int = 64  # visual memory capacity in frames
     max_context: int = 4096  # text context in tokens
@@ -131,7 +130,6 @@ CHECKS: dict[str, Check] = {
     "model": _text,
     "device": _device,
     "dtype": _choice("auto", "float32", "bfloat16", "float16", "int8"),
-    "vision_fp8": _bool,
     "fps": _number(0.1, 30.0),
     "memory_frames": _integer(1, 4096),
     "max_context": _integer(256, 131072),

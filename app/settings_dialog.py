@@ -38,7 +38,6 @@ class SettingsDialog(QtWidgets.QDialog):
         model_row.addWidget(browse)
         self.device = _combo(("auto", "cpu", "cuda", "mps"), "Device", editable=True)
         self.dtype = _combo(("auto", "float32", "bfloat16", "float16", "int8"), "Precision")
-        self.vision_fp8 = QtWidgets.QCheckBox("FP8 vision tower (faster perception on Ada/Hopper GPUs)")
         self.fps = QtWidgets.QDoubleSpinBox()
         self.fps.setRange(0.1, 30.0)
         self.fps.setSingleStep(0.5)
@@ -83,7 +82,6 @@ class SettingsDialog(QtWidgets.QDialog):
         form.addRow("Model", model_row)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
-        form.addRow("", self.vision_fp8)
         form.addRow("Frames per second", self.fps)
         form.addRow("Memory (frames)", self.memory)
         form.addRow("Context (tokens)", self.context)
@@ -120,7 +118,6 @@ class SettingsDialog(QtWidgets.QDialog):
         self.model.setText(s.model)
         self.device.setCurrentText(s.device)
         self.dtype.setCurrentText(s.dtype)
-        self.vision_fp8.setChecked(s.vision_fp8)
         self.fps.setValue(s.fps)
         self.memory.setValue(s.memory_frames)
         self.context.setValue(s.max_context)
@@ -145,7 +142,6 @@ class SettingsDialog(QtWidgets.QDialog):
             model=self.model.text().strip(),
             device=self.device.currentText().strip(),
             dtype=self.dtype.currentText(),
-            vision_fp8=self.vision_fp8.isChecked(),
             fps=round(self.fps.value(), 3),
             memory_frames=self.memory.value(),
             max_context=self.context.value(),

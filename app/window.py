@@ -590,7 +590,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._apply_look()
         self._ptt_key = desktop.key_from_text(new.push_to_talk_key)
         self.mic_btn.setToolTip(f"Hold to talk ({new.push_to_talk_key})")
-        model_keys = ("model", "device", "dtype", "vision_fp8", "local_only")
+        model_keys = ("model", "device", "dtype", "local_only")
         if any(getattr(old, k) != getattr(new, k) for k in model_keys):
             if self.state == "idle":
                 self.load_model()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -392,8 +393,9 @@ def perceive(model, pixels: torch.Tensor, batch: int | None = None, compile: boo
     """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work.
     `batch`: encode in chunks of this many frames (offline hand-over of many frames at once).
     `compile`: through torch.compile (inductor fuses the tower's norms, GELU and residuals; the first
-    call of each batch shape compiles for a minute or so; falls back to eager if compilation fails)."""
-    encode = _compiled_encoder(model) if compile else model.encode_frames
+    call of each batch shape compiles for a minute or so; falls back to eager if compilation fails).
+    Goes through the model's FP8 tower when it has one (`quantize_fp8_vision`)."""
+    encode = _compiled_encoder(model) if compile else functools.partial(model.encode_frames, fp8=True)
     with torch.inference_mode():
         if batch is None or len(pixels) <= batch:
             return model.project_memory(encode(pixels))
@@ -404,7 +406,8 @@ def perceive(model, pixels: torch.Tensor, batch: int | None = None, compile: boo
 def _compiled_encoder(model):
     fn = getattr(model, "_compiled_encode", None)
     if fn is None:
-        compiled = torch.compile(model.encode_frames, dynamic=False)
+        eager = functools.partial(model.encode_frames, fp8=True)
+        compiled = torch.compile(eager, dynamic=False)
 
         def fn(px):
             nonlocal compiled
@@ -412,7 +415,7 @@ def _compiled_encoder(model):
                 return compiled(px)
             except Exception as e:  # a compiler problem must not stop perception
                 print(f"torch.compile of the vision tower failed ({type(e).__name__}: {e}); eager used")
-                compiled = model.encode_frames
+                compiled = eager
                 return compiled(px)
 
         model._compiled_encode = fn

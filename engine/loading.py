@@ -8,6 +8,7 @@ a size limit so the shipped model fits in the repository). It knows nothing of g
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -147,7 +148,8 @@ def load_model(
     video: overrides of VideoConfig fields (e.g. {"feature_taps": "layer_output"}).
     quantize: "int8" = int8 weight-only text decoder through torchao (about half the bf16 weight memory;
     the weights are read on the CPU and quantized module by module on their way to `device`);
-    "fp8-vision" = the vision tower and projector in FP8 (see `quantize_fp8_vision`); both: "int8+fp8-vision".
+    "fp8-vision" = an FP8 copy of the vision tower for batched perception (`quantize_fp8_vision`);
+    both: "int8+fp8-vision".
     """
     quant = parse_quantize(quantize)
     folder = resolve(path, local_only=local_only, progress=progress)
@@ -206,11 +208,14 @@ def parse_quantize(quantize: str | None) -> frozenset[str]:
 
 
 def quantize_fp8_vision(model: Model) -> None:
-    """FP8 (e4m3) weights with per-row scales and dynamically scaled per-row FP8 activations for the
-    vision tower's and the projector's linear layers, through torchao (torch._scaled_mm). Perception is
-    matmul-bound (about 1,600 tokens per frame through a ViT-H): FP8 runs those matmuls at about twice
-    the bf16 rate on Hopper. Patch embedding, norms, attention and the text decoder keep their dtype.
-    Needs the model on an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell)."""
+    """An FP8 copy of the vision tower and projector for batched perception (`perceive`, the offline
+    hand-over of many frames): FP8 (e4m3) weights with per-row scales and dynamically scaled per-row
+    FP8 activations through torchao (torch._scaled_mm). A batch of frames through ViT-H is
+    matmul-bound, and FP8 runs those matmuls at about twice the bf16 rate on Hopper. Live frames keep
+    the bf16 tower: one frame at a time, the activation scaling kernels cost more than FP8 saves
+    (measured on an H100: 18.9 vs 8.0 ms per frame). The copy adds about half the tower's bf16 size.
+    Patch embedding, norms, attention and the text decoder are not quantized. Needs the model on an
+    NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell)."""
     dev = model.multi_modal_projector.weight.device
     if dev.type != "cuda" or torch.cuda.get_device_capability(dev) < (8, 9):
         raise LoadError(
@@ -224,13 +229,16 @@ def quantize_fp8_vision(model: Model) -> None:
             f"FP8 vision needs torchao: pip install 'moss-live[gpu]' (or torchao==0.18.0) ({e})."
         ) from None
 
-    # set_inductor_config=False: torchao would otherwise turn on inductor's coordinate-descent tuning
-    # for the whole process, and every later torch.compile (the decode step too) takes many minutes
-    fp8 = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
-    for part in (model.vision_model, model.multi_modal_projector):
-        quantize_(part, fp8, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
-    model.__dict__.pop("_compiled_encode", None)  # a compiled tower of the old weights
-    model.vision_fp8 = True
+    # activation_value_lb: an all-zero row (the tower's padding tokens) would get a zero scale, and 0/0
+    # poisons every token through attention. set_inductor_config=False: torchao would otherwise switch
+    # on inductor's coordinate-descent tuning for the whole process (every later compile takes minutes).
+    fp8 = Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerRow(), activation_value_lb=1e-12, set_inductor_config=False
+    )
+    parts = copy.deepcopy(torch.nn.ModuleList([model.vision_model, model.multi_modal_projector]))
+    quantize_(parts, fp8, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
+    model.fp8_vision = (parts[0], parts[1])
+    model.__dict__.pop("_compiled_encode", None)  # a compiled tower without the FP8 copy
 
 
 def quantize_int8(model: Model, device) -> None:

@@ -439,9 +439,17 @@ class Model(nn.Module):
     def tokens_per_frame(self) -> int:
         return self.cfg.tokens_per_frame
 
-    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (F, 3, S, S) normalised -> cross-attention states (F, N, C): tower, pool, projector."""
-        feats = self.vision_model(pixels)  # (F, 1 + g*g, Dv)
+    # (vision tower, projector) in FP8 for batched perception (engine.loading.quantize_fp8_vision), or
+    # None. A plain tuple: not a submodule, so the state dict and .to() do not see it.
+    fp8_vision: tuple[nn.Module, nn.Module] | None = None
+
+    def encode_frames(self, pixels: torch.Tensor, fp8: bool = False) -> torch.Tensor:
+        """pixels (F, 3, S, S) normalised -> cross-attention states (F, N, C): tower, pool, projector.
+        fp8: through the FP8 copy of the tower and projector when the model has one."""
+        tower, projector = self.vision_model, self.multi_modal_projector
+        if fp8 and self.fp8_vision is not None:
+            tower, projector = self.fp8_vision
+        feats = tower(pixels)  # (F, 1 + g*g, Dv)
         s = self.cfg.video.pool_stride
         if s > 1:
             # MOSS: keep CLS, average-pool the patch grid (g x g -> g/s x g/s) before the projector.
@@ -450,7 +458,7 @@ class Model(nn.Module):
             grid = grid.unflatten(1, (g, g)).permute(0, 3, 1, 2)  # (F, Dv, g, g)
             grid = F.avg_pool2d(grid, s, s).flatten(2).transpose(1, 2)  # (F, (g/s)^2, Dv)
             feats = torch.cat([cls, grid], dim=1)
-        return self.multi_modal_projector(feats)
+        return projector(feats)
 
     def project_memory(self, states: torch.Tensor):
         """states (F, N, C) -> (k, v) each (F, Lx, N, KV, D).
