@@ -235,7 +235,7 @@ def quantize_fp8_vision(model: Model) -> None:
     fp8 = Float8DynamicActivationFloat8WeightConfig(
         granularity=PerRow(), activation_value_lb=1e-12, set_inductor_config=False
     )
-    parts = copy.deepcopy(torch.nn.ModuleList([model.vision_model, model.multi_modal_projector]))
+    parts = copy.deepcopy(torch.nn.ModuleList([model.vision_model, model.multi_modal_projector])).eval()
     quantize_(parts, fp8, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
     model.fp8_vision = (parts[0], parts[1])
     model.__dict__.pop("_compiled_encode", None)  # a compiled tower without the FP8 copy
