@@ -403,12 +403,7 @@ def test_int8_weight_only_model_still_answers():
     q8 = load_model(MODEL_DIR, quantize="int8")
     lins = [m for m in q8.modules() if isinstance(m, Linear)]
     assert lins and all(type(m.weight.data).__name__ == "Int8Tensor" for m in lins)
-    sp = f32.generation.get("system_prompt") or H.P.REALTIME_SYSTEM_PROMPT
-    same = total = 0
-    for rec in H.synthetic_records(range(1002, 1006), "realtime", sp):
-        a, b = H.replay(f32, rec, sp), H.replay(q8, rec, sp)
-        same += sum(x == y for x, y in zip(a.text, b.text, strict=True))
-        total += len(a.text)
+    same, total = H.frame_agreement(f32, q8, range(1002, 1006))
     assert same >= 0.9 * total, (same, total)
 
 

@@ -116,10 +116,5 @@ def test_fp8_vision_model_still_answers():
         kb1, vb1 = bf.project_memory(bf.encode_frames(px[:1].cuda()))
     torch.testing.assert_close(k, kb1)
     torch.testing.assert_close(v, vb1)
-    sp = bf.generation.get("system_prompt") or H.P.REALTIME_SYSTEM_PROMPT
-    same = total = 0
-    for rec in H.synthetic_records(range(1002, 1006), "realtime", sp):
-        a, b = H.replay(bf, rec, sp), H.replay(f8, rec, sp)
-        same += sum(x == y for x, y in zip(a.text, b.text, strict=True))
-        total += len(a.text)
+    same, total = H.frame_agreement(bf, f8, range(1002, 1006))
     assert same >= 0.9 * total, (same, total)

@@ -227,6 +227,18 @@ def replay(
     return tr
 
 
+def frame_agreement(a, b, seeds: Iterable[int]) -> tuple[int, int]:
+    """Two variants of one model (a quantized copy, another precision) replayed on the held-out
+    streams of `seeds` -> (frames where both said the same text, frames)."""
+    sp = (getattr(a, "generation", None) or {}).get("system_prompt") or P.REALTIME_SYSTEM_PROMPT
+    same = total = 0
+    for rec in synthetic_records(seeds, "realtime", sp):
+        ta, tb = replay(a, rec, sp), replay(b, rec, sp)
+        same += sum(x == y for x, y in zip(ta.text, tb.text, strict=True))
+        total += len(ta.text)
+    return same, total
+
+
 def replay_wall(
     model,
     record: dict,
