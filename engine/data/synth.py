@@ -551,20 +551,24 @@ def _decoys(sc: _Scene, c: str, s: str, f0: int, f1: int) -> list[str]:
     return sorted(f"{oc} {os}" for oc, os in found)
 
 
-def _arriving_decoy(sc: _Scene, a: int, cands: list, rng) -> tuple | None:
-    """With probability sc.p_arriving_decoy, one of the watch candidates (c, s, fe, decoys) with a
-    decoy that is not on screen when the question is asked (it arrives while the model waits)."""
-    if sc.p_arriving_decoy <= 0 or rng.random() >= sc.p_arriving_decoy:
+def _pick_watch(sc: _Scene, a: int, cands: list, rng, p_tricky: float) -> tuple | None:
+    """One of the watch candidates (c, s, fe, decoys), None if there are none. With probability
+    sc.p_arriving_decoy one whose decoy is not on screen when the question is asked (it arrives while
+    the model waits); otherwise, with probability p_tricky, one with any decoy; otherwise any."""
+    if sc.p_arriving_decoy > 0 and rng.random() < sc.p_arriving_decoy:
+        asked = {f"{c} {s}" for c, s in sc.looks[a]}
+        arriving = [x for x in cands if any(d not in asked for d in x[3])]
+        if arriving:
+            return _pick(rng, arriving)
+    if not cands:
         return None
-    asked = {f"{c} {s}" for c, s in sc.looks[a]}
-    arriving = [x for x in cands if any(d not in asked for d in x[3])]
-    return _pick(rng, arriving) if arriving else None
+    tricky = [x for x in cands if x[3]]
+    return _pick(rng, tricky if tricky and rng.random() < p_tricky else cands)
 
 
 def _plan_watch(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
     looks = [(c, s) for c in COLOURS for s in SHAPES]
     comes = rng.random() < 0.7
-    pick = None
     if comes:
         cands = []
         for c, s in looks:
@@ -573,18 +577,12 @@ def _plan_watch(sc: _Scene, a: int, ans: int, rng) -> Plan | None:
             fe = next((f for f in range(a + 1, min(sc.F, a + 16)) if (c, s) in sc.looks[f]), None)
             if fe is not None:
                 cands.append((c, s, fe, _decoys(sc, c, s, a, fe)))
-        pick = _arriving_decoy(sc, a, cands, rng)
-        tricky = [x for x in cands if x[3]]
-        if cands and pick is None:
-            pick = _pick(rng, tricky if tricky and rng.random() < 0.8 else cands)
+        pick = _pick_watch(sc, a, cands, rng, p_tricky=0.8)
         comes = pick is not None
     if not comes:
         cands = [(c, s) for c, s in looks if not any((c, s) in sc.looks[f] for f in range(a, sc.F))]
         cands = [(c, s, None, _decoys(sc, c, s, a, sc.F - 1)) for c, s in cands]
-        pick = _arriving_decoy(sc, a, cands, rng)
-        tricky = [x for x in cands if x[3]]
-        if pick is None:
-            pick = _pick(rng, tricky if tricky and rng.random() < 0.9 else cands)
+        pick = _pick_watch(sc, a, cands, rng, p_tricky=0.9)
     c, s, fe, decoys = pick
     name = f"{c} {s}"
     art = with_article(name)
