@@ -16,6 +16,7 @@ the pixels and the captions in agreement.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -283,10 +284,20 @@ _NOISE_PAD = 16
 
 
 def make_video(seed: int, duration_s: int | None = None, config: WorldConfig = WorldConfig()) -> Video:
-    """Sample and simulate one video. Same (seed, duration_s, config) -> same video, always."""
+    """Sample and simulate one video. Same (seed, duration_s, config) -> same video, always.
+
+    The last few videos are kept: a training sample simulates its video once to plan the questions
+    and again to render the frames (half of a data worker's time before). A Video is read-only."""
+    if duration_s is None:  # the first draw of the video's stream, as _simulate draws it
+        duration_s = int(np.random.default_rng(seed).integers(config.min_duration_s, config.max_duration_s + 1))
+    return _simulate(int(seed), int(duration_s), config)
+
+
+@functools.lru_cache(maxsize=4)
+def _simulate(seed: int, duration_s: int, config: WorldConfig) -> Video:
     rng = np.random.default_rng(seed)
-    sampled = int(rng.integers(config.min_duration_s, config.max_duration_s + 1))
-    duration = sampled if duration_s is None else int(duration_s)  # draw anyway: same stream after
+    rng.integers(config.min_duration_s, config.max_duration_s + 1)  # the duration draw (make_video)
+    duration = duration_s
     n = max(1, int(round(duration * config.fps)))
     display = _sample_display(rng) if rng.random() < config.p_display else None
     value, mode = None, "up"
