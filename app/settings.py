@@ -27,7 +27,7 @@ class Settings:
     model: str = ""  # model folder or hub id; "" = the bundled small model
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
     # "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16", "float16", or "int8" (int8
-    # weight-only text decoder through torchao, the rest at "auto")
+    # weight-only text decoder, engine.quant; the rest at "auto")
     dtype: str = "auto"
     fps: float = 1.0  # frames per second that enter the model (the published model saw 1 fps)
     memory_frames: int = 64  # visual memory capacity in frames

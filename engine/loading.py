@@ -146,7 +146,7 @@ def load_model(
 
     dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock".
     video: overrides of VideoConfig fields (e.g. {"feature_taps": "layer_output"}).
-    quantize: "int8" = int8 weight-only text decoder through torchao (about half the bf16 weight memory;
+    quantize: "int8" = int8 weight-only text decoder (`quantize_int8`: about half the bf16 weight memory;
     the weights are read on the CPU and quantized module by module on their way to `device`);
     "fp8-vision" = an FP8 copy of the vision tower for batched perception (`quantize_fp8_vision`);
     both: "int8+fp8-vision".
@@ -242,19 +242,20 @@ def quantize_fp8_vision(model: Model) -> None:
 
 
 def quantize_int8(model: Model, device) -> None:
-    """int8 weight-only (per-channel scales) for the text decoder's projections and lm_head, through
-    torchao; each module moves to `device` as it is quantized (peak memory: one bf16 module at a
-    time). The vision tower, norms and embeddings keep their dtype."""
-    try:
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    except ImportError as e:
-        raise LoadError(
-            f"int8 needs torchao: pip install 'moss-live[int8]' (or torchao==0.18.0) ({e})."
-        ) from None
+    """int8 weight-only (`engine.quant`: int8 rows, one scale per output row) for every projection of
+    the text decoder and lm_head; each moves to `device` as it is quantized (peak memory: one module in
+    the model's dtype at a time). The vision tower, norms and embeddings keep their dtype. On CUDA the
+    decode step's products run through the fused int8 kernel (`engine.quant.int8_gemv`)."""
     from engine.model import Linear
+    from engine.quant import quantize_rows
 
-    int8 = Int8WeightOnlyConfig(set_inductor_config=False)  # see quantize_fp8_vision
-    quantize_(model, int8, filter_fn=lambda m, fqn: isinstance(m, Linear), device=device)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, Linear) and mod.weight is not None:
+                q, scale = quantize_rows(mod.weight.to(device))
+                mod.weight = None
+                mod.decode_weight = None
+                mod.qweight, mod.qscale = q, scale
     model.quantized = "int8"
 
 

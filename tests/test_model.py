@@ -310,3 +310,31 @@ def test_unknown_or_impossible_quantization_is_one_clear_sentence(tmp_path):
     if not torch.cuda.is_available():  # FP8 matmuls need an Ada/Hopper GPU: on a CPU, say so
         with pytest.raises(LoadError, match="compute capability 8.9"):
             load_model(tmp_path, quantize="fp8-vision")
+
+
+def test_int8_weight_only_layers_compute_their_dequantized_product():
+    """quantize_int8: each text projection keeps int8 rows and one float32 scale per row (no float
+    weight; rounding error at most half a step), computes exactly the product with its dequantized
+    weight, and fusing q/k/v and gate/up (the GPU decode step) changes no logit."""
+    from engine.loading import quantize_int8
+    from engine.model import Linear
+
+    m = moss_model()
+    ref = {n: mod.weight.detach().clone() for n, mod in m.named_modules() if isinstance(mod, Linear)}
+    quantize_int8(m, "cpu")
+    ids = torch.tensor([[3, m.cfg.video.image_token_id, 4, 5, 6]])
+    px = torch.randn(1, 3, 56, 56)
+    for n, mod in m.named_modules():
+        if n in ref:
+            assert (
+                mod.weight is None and mod.qweight.dtype == torch.int8 and mod.qscale.dtype == torch.float32
+            )
+            deq = mod.qweight.float() * mod.qscale[:, None]
+            assert (deq - ref[n]).abs().max() <= 0.5 * mod.qscale.max() + 1e-7
+            x = torch.randn(2, mod.in_features)
+            torch.testing.assert_close(mod(x), torch.nn.functional.linear(x, deq, mod.bias))
+    with torch.no_grad():
+        before = m.logits(ids, px)
+        m.fuse_projections()
+        assert isinstance(m.language_model.layers[0].mlp.gate_up_weight, tuple)
+        torch.testing.assert_close(m.logits(ids, px), before)

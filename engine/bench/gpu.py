@@ -103,13 +103,8 @@ def make_ours(scale: str, dev, dtype):
     return m
 
 
-def _nbytes(p) -> int:
-    """Bytes a parameter occupies (an int8 torchao tensor: its int8 data and scales)."""
-    d = p.data
-    if type(d) is torch.Tensor:
-        return d.numel() * d.element_size()
-    names, _ = d.__tensor_flatten__()
-    return sum(getattr(d, n).numel() * getattr(d, n).element_size() for n in names)
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size()
 
 
 def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
@@ -121,7 +116,9 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     question = "What is happening in the video right now and what changed?"
     # bytes read per decoded token: the decoder layers, final norm and lm_head (one embedding row only)
     skip = ("vision_model", "multi_modal_projector", "language_model.embed_tokens")
-    weights = sum(_nbytes(p) for n, p in m.named_parameters() if not n.startswith(skip))
+    # (an int8 model: its int8 rows and scales are buffers of the projections)
+    tensors = [*m.named_parameters(), *m.named_buffers()]
+    weights = sum(_nbytes(p) for n, p in tensors if not n.startswith(skip) and "inv_freq" not in n)
     res = {"model": "ours (MOSS 11B config)" if scale == "full" else "ours (tiny)"}
     if _INT8:
         res["model"] += ", int8 weight-only"
@@ -631,7 +628,7 @@ def print_table(results) -> None:
 def add_args(p) -> None:
     p.add_argument("--plot-json", help="no run: plot the results of an earlier run (its --json file)")
     p.add_argument("--vision-batch", type=int, default=_VISION_BATCH, help="frames per offline vision batch")
-    p.add_argument("--int8", action="store_true", help="our model with int8 weight-only decoder (torchao)")
+    p.add_argument("--int8", action="store_true", help="our model with int8 weight-only decoder (engine.quant)")
     p.add_argument(
         "--fp8-vision",
         action="store_true",

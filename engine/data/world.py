@@ -289,7 +289,9 @@ def make_video(seed: int, duration_s: int | None = None, config: WorldConfig = W
     The last few videos are kept: a training sample simulates its video once to plan the questions
     and again to render the frames (half of a data worker's time before). A Video is read-only."""
     if duration_s is None:  # the first draw of the video's stream, as _simulate draws it
-        duration_s = int(np.random.default_rng(seed).integers(config.min_duration_s, config.max_duration_s + 1))
+        duration_s = int(
+            np.random.default_rng(seed).integers(config.min_duration_s, config.max_duration_s + 1)
+        )
     return _simulate(int(seed), int(duration_s), config)
 
 
