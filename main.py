@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder or hub id (default: the bundled model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
-    p.add_argument("--int8", action="store_true", help="int8 weight-only text decoder (half the weight memory)")
+    p.add_argument(
+        "--int8", action="store_true", help="int8 weight-only text decoder (half the weight memory)"
+    )
     p.add_argument("--fps", type=float, default=1.0, help="frames per second that enter the model")
     p.add_argument("--memory-frames", type=int, default=64, help="visual memory capacity (frames)")
     p.add_argument(

@@ -628,7 +628,9 @@ def print_table(results) -> None:
 def add_args(p) -> None:
     p.add_argument("--plot-json", help="no run: plot the results of an earlier run (its --json file)")
     p.add_argument("--vision-batch", type=int, default=_VISION_BATCH, help="frames per offline vision batch")
-    p.add_argument("--int8", action="store_true", help="our model with int8 weight-only decoder (engine.quant)")
+    p.add_argument(
+        "--int8", action="store_true", help="our model with int8 weight-only decoder (engine.quant)"
+    )
     p.add_argument(
         "--fp8-vision",
         action="store_true",
