@@ -57,10 +57,22 @@ def gemv_available() -> bool:
 if triton is not None:
     # Autotuned per (M, N, K) on first use (a few seconds per shape of an 11B model); later calls, and a
     # CUDA graph captured after the first step, reuse the chosen block sizes.
+    # (BLOCK_N, BLOCK_K, warps): each thread keeps BLOCK_N * BLOCK_K / (32 * warps) = 32 partial sums
     _CONFIGS = [
         triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=nw, num_stages=ns)
-        for bn, bk in ((8, 256), (8, 512), (16, 256), (16, 512), (32, 128), (32, 256), (64, 128))
-        for nw, ns in ((4, 3), (8, 4))
+        for bn, bk, nw in (
+            (2, 1024, 2),
+            (4, 512, 2),
+            (4, 1024, 4),
+            (4, 2048, 8),
+            (8, 256, 2),
+            (8, 512, 4),
+            (8, 1024, 8),
+            (16, 256, 4),
+            (16, 512, 8),
+            (32, 256, 8),
+        )
+        for ns in (2, 4)
     ]
 
     def _bench(fn, quantiles):
@@ -78,26 +90,25 @@ if triton is not None:
         stride_xm,
         stride_wn,
         stride_ym,
-        BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
-        """y[m, n] = scale[n] * sum_k x[m, k] * w[n, k], for all M rows against one block of N."""
+        """y[m, n] = scale[n] * sum_k x[m, k] * w[n, k]: one row m and a block of BLOCK_N outputs per
+        program. Partial sums stay elementwise in registers over the K loop (one reduction at the end,
+        not one per step), so the loop is only loads and multiply-adds."""
+        m = tl.program_id(1)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        rm = tl.arange(0, BLOCK_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             w = tl.load(
                 w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=(rn[:, None] < N) & (rk[None, :] < K)
             )
-            x = tl.load(
-                x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm[:, None] < M) & (rk[None, :] < K)
-            )
-            acc += tl.sum(w.to(tl.float32)[None, :, :] * x.to(tl.float32)[:, None, :], axis=2)
-        s = tl.load(s_ptr + rn, mask=rn < N).to(tl.float32)
-        y = (acc * s[None, :]).to(y_ptr.dtype.element_ty)
-        tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y, mask=(rm[:, None] < M) & (rn[None, :] < N))
+            x = tl.load(x_ptr + m * stride_xm + rk, mask=rk < K)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        s = tl.load(s_ptr + rn, mask=rn < N)
+        y = tl.sum(acc, axis=1) * s
+        tl.store(y_ptr + m * stride_ym + rn, y.to(y_ptr.dtype.element_ty), mask=rn < N)
 
     _int8_gemv_tuned = triton.autotune(configs=_CONFIGS, key=["M", "N", "K"], do_bench=_bench)(
         _int8_gemv_kernel
@@ -108,12 +119,14 @@ if triton is not None:
         M, K = x.shape
         N = q.shape[0]
         args = (x, q, scale, y, M, N, K, x.stride(0), q.stride(0), y.stride(0))
-        bm = triton.next_power_of_2(M)
         if config is None:
-            _int8_gemv_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)](*args, BLOCK_M=bm)
+            _int8_gemv_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), M)](*args)
         else:
-            grid = (triton.cdiv(N, config["BLOCK_N"]),)
-            _int8_gemv_kernel[grid](*args, BLOCK_M=bm, **config)
+            _int8_gemv_kernel[(triton.cdiv(N, config["BLOCK_N"]), M)](*args, **config)
+
+    def tuned_configs() -> dict:
+        """(M, N, K, ...) -> the chosen config, for the shapes tuned so far in this process."""
+        return {str(k[:3]): str(v) for k, v in _int8_gemv_tuned.cache.items()}
 
     # An opaque operator to torch.compile (its decode step fuses everything around it) and capturable in
     # a CUDA graph once tuned.

@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -120,8 +121,12 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     tensors = [*m.named_parameters(), *m.named_buffers()]
     weights = sum(_nbytes(p) for n, p in tensors if not n.startswith(skip) and "inv_freq" not in n)
     res = {"model": "ours (MOSS 11B config)" if scale == "full" else "ours (tiny)"}
+    if dev.type == "cuda":
+        res["model_GB"] = torch.cuda.memory_allocated() / 1e9  # the weights as loaded, before any run
     if _INT8:
         res["model"] += ", int8 weight-only"
+        if dev.type == "cuda":
+            res["int8_gemv"] = _int8_gemv_table(cfg, dev, dtype, peak_bw)
     if _COMPILE:
         res["model"] += ", compiled decode step"
     # perception: one frame at a time (live) and in batches (offline)
@@ -146,6 +151,47 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _int8_gemv_table(cfg, dev, dtype, peak_bw) -> list[dict]:
+    """Per decode-step product of the model's shapes: the fused int8 kernel against the bf16 product
+    (cuBLAS), one row, 50 products replayed as one CUDA graph, GB/s of the weights each reads."""
+    from engine import quant
+
+    t = cfg.text
+    kv = t.num_kv_heads * t.head_dim
+    shapes = {
+        "q/k/v (fused)": (t.num_heads * t.head_dim + 2 * kv, t.hidden_size),
+        "o / cross q, o": (t.hidden_size, t.num_heads * t.head_dim),
+        "gate/up (fused)": (2 * t.intermediate_size, t.hidden_size),
+        "down": (t.hidden_size, t.intermediate_size),
+        "lm_head": (t.vocab_size, t.hidden_size),
+    }
+    rows = []
+    for name, (n, k) in shapes.items():
+        w = torch.randn(n, k, device=dev, dtype=dtype)
+        q, sc = quant.quantize_rows(w)
+        x = torch.randn(1, k, device=dev, dtype=dtype)
+        r = {"product": name, "N": n, "K": k}
+        for label, fn, nbytes in (
+            ("int8", partial(torch.ops.moss.int8_gemv, x, q, sc), n * k),
+            ("bf16", partial(torch.nn.functional.linear, x, w), 2 * n * k),
+        ):
+            fn()  # tunes the int8 kernel for this shape
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                for _ in range(50):
+                    fn()
+            g.replay()
+            sec, _ = timed(lambda g=g: [g.replay() for _ in range(4)], dev)
+            us = sec / 200 * 1e6
+            r[f"{label}_us"] = round(us, 2)
+            r[f"{label}_GB_s"] = round(nbytes / us / 1e3, 1)
+        r["int8_config"] = quant.tuned_configs().get(str((1, n, k)), "")
+        log(f"int8 GEMV {name} {n}x{k}: {r['int8_us']} us ({r['int8_GB_s']} GB/s) vs bf16 {r['bf16_us']} us")
+        rows.append(r)
+    torch.cuda.empty_cache()
+    return rows
 
 
 def _live_perception_ms(m, px1, dev, dtype, n=20) -> float:
