@@ -1,5 +1,6 @@
 """docs/results/training_loss.png from the loss logs of the shipped model's training commands
-(docs/results/loss_realtime.csv, loss_offline.csv, loss_offline_sft2.csv; `run` names the command)."""
+(docs/results/loss_realtime.csv, loss_offline.csv, loss_offline_sft2.csv, loss_offline_sft_rt7.csv;
+`run` names the command)."""
 
 import csv
 from pathlib import Path
@@ -31,7 +32,8 @@ def main() -> None:
     rt.legend(ncol=2, fontsize=8)
     for name, label in (
         ("loss_offline.csv", "offline SFT (first, init of the real-time run)"),
-        ("loss_offline_sft2.csv", "offline SFT checkpoint compared (off2)"),
+        ("loss_offline_sft2.csv", "offline SFT checkpoint compared (off2, from scratch)"),
+        ("loss_offline_sft_rt7.csv", "offline SFT continued from rt7 (offft, compared with rt8)"),
     ):
         rs = rows(name)
         off.plot([int(r["step"]) for r in rs], [float(r["loss"]) for r in rs], label=label)
