@@ -262,7 +262,12 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
             dec.flush()
             return int(dec.logits.argmax())  # the first token
 
+    def peak(phase: str) -> None:  # where the peak memory is reached, phase after phase
+        if dev.type == "cuda":
+            r[f"peak_GB_after_{phase}"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+
     offline()  # warm-up
+    peak("offline")
     r["offline_ttft_s"], _ = timed(offline, dev)
     log(f"ours: {F} frames offline TTFT {r['offline_ttft_s']:.3f} s")
     # where the offline TTFT goes: vision (batched), committing the frames, the text prefill
@@ -300,6 +305,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
         dec.flush()
         return int(dec.logits.argmax())
 
+    peak("streaming_prefill")
     streaming()
     r["streaming_ttft_s"], _ = timed(streaming, dev)
     log(f"ours: {F} frames streaming TTFT {r['streaming_ttft_s']:.3f} s")
@@ -315,6 +321,7 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
         return t
 
     decode(4)
+    peak("decode_capture")
     t_n, _ = timed(lambda: decode(N_NEW), dev)
     tps = N_NEW / t_n
     r["decode_tok_s"] = tps
