@@ -255,7 +255,7 @@ def quantize_int8(model: Model, device) -> None:
                 q, scale = quantize_rows(mod.weight.to(device))
                 mod.weight = None
                 mod.decode_weight = None
-                mod.qweight, mod.qscale = q, scale
+                mod.qweight, mod.qscale, mod.int8 = q, scale, True
     model.quantized = "int8"
 
 

@@ -39,6 +39,7 @@ class Linear(nn.Linear):
 
     DECODE_ROWS = 3
     decode_weight: torch.Tensor | None = None
+    int8 = False  # True once quantize_int8 gave it qweight/qscale (a plain attribute: a cheap check)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -47,7 +48,7 @@ class Linear(nn.Linear):
         self.register_buffer("qscale", None, persistent=False)
 
     def forward(self, x):
-        if self.qweight is not None:
+        if self.int8:
             return int8_linear(x, self.qweight, self.qscale, self.bias)
         w = self.decode_weight
         if w is not None and x.numel() <= self.DECODE_ROWS * x.shape[-1] and w.device == x.device:
@@ -435,7 +436,7 @@ class Model(nn.Module):
                     if getattr(owner, attr, None) is not None:
                         continue
                     lins = [getattr(owner, n) for n in names]
-                    if all(lin.qweight is not None for lin in lins):  # int8: rows and scales both
+                    if all(lin.int8 for lin in lins):  # int8: rows and scales both
                         fused = (
                             torch.cat([lin.qweight for lin in lins]),
                             torch.cat([lin.qscale for lin in lins]),
