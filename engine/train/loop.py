@@ -574,6 +574,9 @@ def train(args: TrainArgs) -> dict:
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t0
+    # Stop the data workers now, in order (pin-memory thread first): left to interpreter exit, a run cut
+    # short by --time-limit printed a pin-memory thread's EOFError traceback after "done".
+    del it
 
     state = full_model_state(model)
     if rank == 0:
