@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import sys
 import threading
@@ -117,8 +118,10 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     question = "What is happening in the video right now and what changed?"
     # bytes read per decoded token: the decoder layers, final norm and lm_head (one embedding row only)
     skip = ("vision_model", "multi_modal_projector", "language_model.embed_tokens")
-    # (an int8 model: its int8 rows and scales are buffers of the projections)
-    tensors = [*m.named_parameters(), *m.named_buffers()]
+    # (an int8 model: its int8 rows and scales are buffers of the projections). A generator, not a
+    # list: a list kept the int8 q/k/v and gate/up matrices alive after fuse_projections replaced them
+    # by one fused matrix each (the first int8 run's peak memory was 5.6 GB too high).
+    tensors = itertools.chain(m.named_parameters(), m.named_buffers())
     weights = sum(_nbytes(p) for n, p in tensors if not n.startswith(skip) and "inv_freq" not in n)
     res = {"model": "ours (MOSS 11B config)" if scale == "full" else "ours (tiny)"}
     if dev.type == "cuda":
