@@ -117,7 +117,10 @@ def make_screenshot(
             run_until(app, lambda: w.video.frames_seen >= 14, 30)
             w.input.setText("Tell me when a black star appears.")
             w._send_typed()
-            run_until(app, lambda: w.video.frames_seen >= 20, 30)
+            # the black star enters at 0:18; wait for the answer to the watch request (the 4th answer)
+            run_until(
+                app, lambda: w.video.frames_seen >= 20 and len(w.log.answers) >= 4 and not w.log.speaking, 30
+            )
         else:
             run_until(app, lambda: len(w.log.answers) >= 2 and not w.log.speaking, 30)
             run_until(app, lambda: w.watching.isVisible(), 5)
