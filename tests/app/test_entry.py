@@ -91,7 +91,7 @@ def test_engine_backend_loads_int8_from_the_precision_setting():
 
     m = EngineBackend().load(Settings(device="cpu", dtype="int8"), lambda f, t: None)
     lins = [x for x in m.handle.modules() if isinstance(x, Linear)]
-    assert lins and all(type(x.weight.data).__name__ == "Int8Tensor" for x in lins)
+    assert lins and all(x.int8 and x.weight is None and str(x.qweight.dtype) == "torch.int8" for x in lins)
 
 
 def test_download_progress_adapter_reports_bytes():
