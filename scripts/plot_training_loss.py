@@ -33,7 +33,7 @@ def main() -> None:
     for name, label in (
         ("loss_offline.csv", "offline SFT (first, init of the real-time run)"),
         ("loss_offline_sft2.csv", "offline SFT checkpoint compared (off2, from scratch)"),
-        ("loss_offline_sft_rt7.csv", "offline SFT continued from rt7 (offft, compared with rt8)"),
+        ("loss_offline_sft_rt7.csv", "offline SFT continued from rt7 (offft + offft2, compared with rt9)"),
     ):
         rs = rows(name)
         off.plot([int(r["step"]) for r in rs], [float(r["loss"]) for r in rs], label=label)
