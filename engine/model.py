@@ -69,6 +69,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # one operator call, not 7
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         dt = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -256,8 +258,13 @@ class MLP(nn.Module):
         self.down_proj = Linear(t.intermediate_size, t.hidden_size, bias=False)
 
     gate_up_weight: torch.Tensor | tuple | None = None  # Model.fuse_projections
+    fused_decode_weight: torch.Tensor | None = None  # gate/up decode copy (Model.add_decode_weights)
 
     def forward(self, x):
+        w = self.fused_decode_weight
+        if w is not None and x.numel() <= Linear.DECODE_ROWS * x.shape[-1]:
+            g, u = F.linear(x.to(w.dtype), w).to(x.dtype).chunk(2, -1)
+            return self.down_proj(F.silu(g) * u)
         if self.gate_up_weight is not None:
             g, u = _fused(x, self.gate_up_weight).chunk(2, -1)
             return self.down_proj(F.silu(g) * u)
@@ -274,14 +281,17 @@ class SelfAttention(nn.Module):
         self.o_proj = Linear(self.h * self.d, t.hidden_size, bias=False)
 
     qkv_weight: torch.Tensor | tuple | None = None  # Model.fuse_projections
+    fused_decode_weight: torch.Tensor | None = None  # q/k/v decode copy (Model.add_decode_weights)
 
     def project_qkv(self, x):
         """x (B, T, C) -> q (B, H, T, D), k and v (B, KV, T, D), before RoPE."""
         B, T, _ = x.shape
-        if self.qkv_weight is not None:
-            q, k, v = _fused(x, self.qkv_weight).split(
-                [self.h * self.d, self.kv * self.d, self.kv * self.d], -1
-            )
+        w = self.fused_decode_weight
+        sizes = [self.h * self.d, self.kv * self.d, self.kv * self.d]
+        if w is not None and x.numel() <= Linear.DECODE_ROWS * x.shape[-1]:
+            q, k, v = F.linear(x.to(w.dtype), w).to(x.dtype).split(sizes, -1)
+        elif self.qkv_weight is not None:
+            q, k, v = _fused(x, self.qkv_weight).split(sizes, -1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         return (
@@ -419,6 +429,20 @@ class Model(nn.Module):
             if isinstance(mod, Linear) and id(mod) not in perception and mod.weight is not None:
                 w = mod.weight.detach()
                 mod.decode_weight = None if dtype is None or dtype == w.dtype else w.to(dtype)
+        # q/k/v and gate/up: one copy each, so a decode step makes one product where it made 3 and 2
+        # (fewer operator calls: on a CPU a decode step is bound by them and the bytes it reads)
+        for layer in self.language_model.layers:
+            owners = [(layer.mlp, ("gate_proj", "up_proj"))]
+            if isinstance(layer, SelfAttentionLayer):
+                owners.append((layer.self_attn, ("q_proj", "k_proj", "v_proj")))
+            for owner, names in owners:
+                lins = [getattr(owner, n) for n in names]
+                fused = None
+                if all(lin.decode_weight is not None for lin in lins):
+                    fused = torch.cat([lin.decode_weight for lin in lins])
+                    for lin in lins:
+                        lin.decode_weight = None
+                owner.fused_decode_weight = fused
 
     def fuse_projections(self) -> None:
         """Store each self-attention layer's q/k/v weights, and each MLP's gate/up weights, as one

@@ -381,12 +381,18 @@ def test_cpu_decode_weights_say_the_same_as_float32():
     for rec in recs:
         f32 = H.replay(model, rec, sp, decoder_hook=no_copies)
         assert all(m.decode_weight is None for m in model.modules() if isinstance(m, Linear))
+        assert all(getattr(m, "fused_decode_weight", None) is None for m in model.modules())
         f16 = H.replay(model, rec, sp)  # StreamConfig.decode_weights="auto": float16 copies on a CPU
         assert f16.text == f32.text
         spoken += sum(f32.spoke)
     assert spoken > 0  # the model said something to compare
     lin = model.lm_head
     assert lin.decode_weight is not None and lin.decode_weight.dtype == torch.float16
+    mlp = model.language_model.layers[0].mlp  # gate/up (and q/k/v) as one float16 copy each
+    assert (
+        mlp.fused_decode_weight.shape[0] == 2 * mlp.gate_proj.out_features
+        and mlp.gate_proj.decode_weight is None
+    )
     x = torch.randn(5, lin.in_features)  # a prefill chunk: the float32 weights, bit for bit
     assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight))
 
