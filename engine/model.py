@@ -50,11 +50,17 @@ class Linear(nn.Linear):
     def forward(self, x):
         if self.int8:
             return int8_linear(x, self.qweight, self.qscale, self.bias)
-        w = self.decode_weight
-        if w is not None and x.numel() <= self.DECODE_ROWS * x.shape[-1] and w.device == x.device:
-            b = None if self.bias is None else self.bias.to(w.dtype)
-            return F.linear(x.to(w.dtype), w, b).to(x.dtype)
-        return F.linear(x, self.weight, self.bias)
+        y = _with_decode_copy(x, self.decode_weight, self.bias)
+        return F.linear(x, self.weight, self.bias) if y is None else y
+
+
+def _with_decode_copy(x, w, bias=None):
+    """x's product with `w`, a decode-step copy of a weight in another dtype (Model.add_decode_weights),
+    in x's dtype; None where it does not apply (no copy, or more than Linear.DECODE_ROWS rows)."""
+    if w is None or x.numel() > Linear.DECODE_ROWS * x.shape[-1] or w.device != x.device:
+        return None
+    b = None if bias is None else bias.to(w.dtype)
+    return F.linear(x.to(w.dtype), w, b).to(x.dtype)
 
 
 def _fused(x, w):
@@ -261,12 +267,11 @@ class MLP(nn.Module):
     fused_decode_weight: torch.Tensor | None = None  # gate/up decode copy (Model.add_decode_weights)
 
     def forward(self, x):
-        w = self.fused_decode_weight
-        if w is not None and x.numel() <= Linear.DECODE_ROWS * x.shape[-1]:
-            g, u = F.linear(x.to(w.dtype), w).to(x.dtype).chunk(2, -1)
-            return self.down_proj(F.silu(g) * u)
-        if self.gate_up_weight is not None:
-            g, u = _fused(x, self.gate_up_weight).chunk(2, -1)
+        gu = _with_decode_copy(x, self.fused_decode_weight)
+        if gu is None and self.gate_up_weight is not None:
+            gu = _fused(x, self.gate_up_weight)
+        if gu is not None:
+            g, u = gu.chunk(2, -1)
             return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -286,12 +291,11 @@ class SelfAttention(nn.Module):
     def project_qkv(self, x):
         """x (B, T, C) -> q (B, H, T, D), k and v (B, KV, T, D), before RoPE."""
         B, T, _ = x.shape
-        w = self.fused_decode_weight
-        sizes = [self.h * self.d, self.kv * self.d, self.kv * self.d]
-        if w is not None and x.numel() <= Linear.DECODE_ROWS * x.shape[-1]:
-            q, k, v = F.linear(x.to(w.dtype), w).to(x.dtype).split(sizes, -1)
-        elif self.qkv_weight is not None:
-            q, k, v = _fused(x, self.qkv_weight).split(sizes, -1)
+        qkv = _with_decode_copy(x, self.fused_decode_weight)
+        if qkv is None and self.qkv_weight is not None:
+            qkv = _fused(x, self.qkv_weight)
+        if qkv is not None:
+            q, k, v = qkv.split([self.h * self.d, self.kv * self.d, self.kv * self.d], -1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         return (
@@ -425,24 +429,28 @@ class Model(nn.Module):
         for i in self.xattn_layers:
             xa = self.language_model.layers[i].cross_attn
             perception |= {id(xa.k_proj), id(xa.v_proj)}
-        for mod in [*self.language_model.layers.modules(), self.lm_head]:
-            if isinstance(mod, Linear) and id(mod) not in perception and mod.weight is not None:
-                w = mod.weight.detach()
-                mod.decode_weight = None if dtype is None or dtype == w.dtype else w.to(dtype)
         # q/k/v and gate/up: one copy each, so a decode step makes one product where it made 3 and 2
         # (fewer operator calls: on a CPU a decode step is bound by them and the bytes it reads)
+        in_fused = set()
         for layer in self.language_model.layers:
             owners = [(layer.mlp, ("gate_proj", "up_proj"))]
             if isinstance(layer, SelfAttentionLayer):
                 owners.append((layer.self_attn, ("q_proj", "k_proj", "v_proj")))
             for owner, names in owners:
                 lins = [getattr(owner, n) for n in names]
-                fused = None
-                if all(lin.decode_weight is not None for lin in lins):
-                    fused = torch.cat([lin.decode_weight for lin in lins])
-                    for lin in lins:
-                        lin.decode_weight = None
-                owner.fused_decode_weight = fused
+                copy = dtype is not None and all(
+                    lin.weight is not None and lin.weight.dtype != dtype for lin in lins
+                )
+                owner.fused_decode_weight = (
+                    torch.cat([lin.weight.detach() for lin in lins]).to(dtype) if copy else None
+                )
+                if copy:
+                    in_fused |= {id(lin) for lin in lins}
+        for mod in [*self.language_model.layers.modules(), self.lm_head]:
+            if isinstance(mod, Linear) and id(mod) not in perception and mod.weight is not None:
+                w = mod.weight.detach()
+                own = dtype is not None and dtype != w.dtype and id(mod) not in in_fused
+                mod.decode_weight = w.to(dtype) if own else None
 
     def fuse_projections(self) -> None:
         """Store each self-attention layer's q/k/v weights, and each MLP's gate/up weights, as one

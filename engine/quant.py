@@ -43,7 +43,7 @@ def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
     """x (..., K) @ (q * scale[:, None]).T (+ bias), in x's dtype: q int8 (N, K), scale float32 (N,)."""
     rows = x.numel() // x.shape[-1]
-    if x.is_cuda and rows <= GEMV_ROWS and gemv_available():
+    if x.is_cuda and rows <= GEMV_ROWS and triton is not None:  # x on CUDA: gemv_available()
         y = torch.ops.moss.int8_gemv(x.reshape(rows, x.shape[-1]), q, scale).view(*x.shape[:-1], q.shape[0])
     else:
         y = (F.linear(x, q.to(x.dtype)) * scale).to(x.dtype)

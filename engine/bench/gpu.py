@@ -129,7 +129,7 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     if _INT8:
         res["model"] += ", int8 weight-only"
         if dev.type == "cuda":
-            res["int8_gemv"] = _int8_gemv_table(cfg, dev, dtype, peak_bw)
+            res["int8_gemv"] = _int8_gemv_table(cfg, dev, dtype)
     if _COMPILE:
         res["model"] += ", compiled decode step"
     # perception: one frame at a time (live) and in batches (offline)
@@ -156,7 +156,7 @@ def bench_ours(scale, frames_list, dev, dtype, peak_bw, out):
     return res
 
 
-def _int8_gemv_table(cfg, dev, dtype, peak_bw) -> list[dict]:
+def _int8_gemv_table(cfg, dev, dtype) -> list[dict]:
     """Per decode-step product of the model's shapes: the fused int8 kernel against the bf16 product
     (cuBLAS), one row, 50 products replayed as one CUDA graph, GB/s of the weights each reads."""
     from engine import quant
