@@ -34,6 +34,18 @@ def test_duration_override_keeps_the_rest_of_the_stream():
     assert short.n_frames == 10 and short.states[:10] == v.states[:10]
 
 
+def test_a_video_planned_then_rendered_is_simulated_once():
+    """A training sample asks for its video twice (to plan the questions, then to render the frames
+    from the record's seed and duration): the second call gets the same simulated video, not a new one."""
+    from engine.data.world import _simulate
+
+    _simulate.cache_clear()
+    v = make_video(7)
+    assert make_video(7, duration_s=v.duration_s) is v
+    assert _simulate.cache_info().misses == 1
+    assert make_video(7, duration_s=v.duration_s - 1) is not v  # another duration, another video
+
+
 @pytest.mark.parametrize("size", [(64, 64), (224, 224), (560, 560), (720, 1280), 96])
 def test_renders_at_any_size(size):
     v = make_video(3)
