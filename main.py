@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8", action="store_true", help="int8 weight-only text decoder (half the weight memory)"
     )
+    p.add_argument(
+        "--attention",
+        choices=["sdpa", "flash"],
+        default=None,
+        help="attention kernels: PyTorch SDPA (default) or flash-attn 2/4 on a CUDA GPU (also MOSS_ATTENTION)",
+    )
     p.add_argument("--fps", type=float, default=1.0, help="frames per second that enter the model")
     p.add_argument("--memory-frames", type=int, default=64, help="visual memory capacity (frames)")
     p.add_argument(
@@ -83,6 +89,11 @@ def has_display() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.attention:
+        from engine import attention
+
+        if msg := attention.choose(args.attention):
+            print(msg, file=sys.stderr)
     if not args.headless and has_display():
         try:
             from app import run_gui

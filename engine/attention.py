@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 _BACKEND = os.environ.get("MOSS_ATTENTION", "sdpa")  # "sdpa" or "flash"
 _flash = None
+_flash_name: str | None = None
 
 
 def set_backend(name: str) -> None:
@@ -25,20 +26,52 @@ def set_backend(name: str) -> None:
     _BACKEND = name
 
 
+def choose(name: str) -> str | None:
+    """set_backend for a user's switch (main.py, the benchmarks): one sentence when flash was asked for
+    and cannot run here (SDPA then does the work), else None."""
+    set_backend(name)
+    if name == "flash" and not flash_available():
+        why = (
+            "no CUDA GPU"
+            if flash_name()
+            else "flash-attn is not installed (pip install flash-attn or flash-attn-4)"
+        )
+        return f"flash attention asked for, but {why}: using PyTorch SDPA."
+    return None
+
+
 def backend() -> str:
     return _BACKEND
 
 
-def flash_available() -> bool:
-    global _flash
-    if _flash is None:
-        try:
-            from flash_attn import flash_attn_func  # type: ignore
+def _load_flash():
+    """flash-attn 2 (`flash_attn.flash_attn_func`) or else flash-attn 4 (`flash_attn.cute`, CuTe DSL, Hopper
+    and Blackwell): (function, name) or (None, None)."""
+    try:
+        from flash_attn import flash_attn_func  # type: ignore
 
-            _flash = flash_attn_func
-        except Exception:
-            _flash = False
-    return bool(_flash) and torch.cuda.is_available()
+        return flash_attn_func, "flash-attn 2"
+    except Exception:
+        pass
+    try:
+        from flash_attn.cute import flash_attn_func  # type: ignore
+
+        return flash_attn_func, "flash-attn 4"
+    except Exception:
+        return None, None
+
+
+def flash_available() -> bool:
+    return flash_name() is not None and torch.cuda.is_available()
+
+
+def flash_name() -> str | None:
+    """Which flash-attn was found ("flash-attn 2" / "flash-attn 4"), None without one."""
+    global _flash, _flash_name
+    if _flash is None:
+        _flash, _flash_name = _load_flash()
+        _flash = _flash or False
+    return _flash_name
 
 
 def attend(q, k, v, causal: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,17 +85,19 @@ def attend(q, k, v, causal: bool = False, mask: torch.Tensor | None = None) -> t
     ):
         # flash-attn takes (B, T, H, D), handles GQA natively and aligns causal masks bottom-right.
         o = _flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
+        if isinstance(o, tuple):  # flash-attn 4 returns (out, lse)
+            o = o[0]
         return o.transpose(1, 2)
     gqa = q.shape[1] != k.shape[1]
+    if causal and T == S and mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if causal:  # bottom-right aligned: a chunk of T queries sees the whole cached prefix
+        cm = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        mask = cm if mask is None else (mask & cm)
     if gqa and mask is not None and q.is_cuda and T > 1:
         # Masked GQA has no fused CUDA kernel (SDPA would take the slow math path); for prefill and
         # training, repeating KV heads is the cheaper trade. Decode (T == 1) never repeats (trap 3).
         r = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(r, 1), v.repeat_interleave(r, 1)
         gqa = False
-    if causal and T == S and mask is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    if causal:
-        cm = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-        mask = cm if mask is None else (mask & cm)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

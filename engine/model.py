@@ -131,7 +131,7 @@ class VisionAttention(nn.Module):
         q, k, v = (
             p(x).view(B, N, self.h, self.d).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj)
         )
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, d)
+        o = attend(q, k, v, mask=mask)  # (B, H, N, d)
         return self.o_proj(o.transpose(1, 2).reshape(B, N, -1))
 
 
@@ -316,11 +316,8 @@ class SelfAttention(nn.Module):
             ck[:, :, start : start + T] = k
             cv[:, :, start : start + T] = v
             k, v = ck[:, :, : start + T], cv[:, :, : start + T]
-            # Bottom-right aligned causal mask: the chunk's tokens see the whole cached prefix.
-            mask = None
-            if T > 1:
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-            o = attend(q, k, v, causal=False, mask=mask)
+            # causal, bottom-right aligned: the chunk's tokens see the whole cached prefix
+            o = attend(q, k, v, causal=T > 1)
         return self.o_proj(o.transpose(1, 2).reshape(B, T, -1))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from engine import attention
 from engine import config as C
 from engine.fast import GraphDecoder, GraphPerception
 from engine.generation import StreamConfig, StreamDecoder, perceive
@@ -597,6 +598,8 @@ def run(args) -> dict:
         plot(results, args.png or Path(args.plot_json).with_suffix(".png"))
         return results
     global _PROFILE, _COMPILE, _VISION_BATCH, _INT8, _FP8_VISION
+    if msg := attention.choose(getattr(args, "attention", "sdpa")):
+        raise SystemExit(msg.replace("using PyTorch SDPA.", "no flash run here."))
     _INT8 = bool(getattr(args, "int8", False))
     _FP8_VISION = bool(getattr(args, "fp8_vision", False))
     _VISION_BATCH = int(getattr(args, "vision_batch", _VISION_BATCH))
@@ -607,7 +610,9 @@ def run(args) -> dict:
     frames_list = [int(f) for f in args.frames.split(",")]
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     peak = next((v for k, v in HBM_PEAK.items() if k in name), None)
-    results = {"device": name, "frames": frames_list, "runs": []}
+    results = {"device": name, "frames": frames_list, "runs": [], "attention": attention.backend()}
+    if attention.backend() == "flash":
+        results["attention"] = attention.flash_name()
     path = Path(args.json) if args.json else None
 
     def out(_r):
@@ -643,7 +648,7 @@ def print_table(results) -> None:
         ("decode_tok_s_perceiving_4fps", "tok/s @4fps"),
         ("peak_mem_GB", "peak GB"),
     ]
-    print(f"\ndevice: {results['device']}")
+    print(f"\ndevice: {results['device']}; attention: {results.get('attention', 'sdpa')}")
     print("| model | frames | " + " | ".join(c[1] for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for r in results["runs"]:
@@ -691,6 +696,12 @@ def add_args(p) -> None:
         "--fp8-vision",
         action="store_true",
         help="our vision tower in FP8 (torchao), its bf16 timings kept alongside in the same run",
+    )
+    p.add_argument(
+        "--attention",
+        choices=["sdpa", "flash"],
+        default="sdpa",
+        help="attention kernels of our model: PyTorch SDPA or flash-attn (2, or 4 on Hopper)",
     )
     p.add_argument("--png", help="where --plot-json writes the plot (default: next to the JSON)")
     p.add_argument("--scale", choices=["full", "tiny"], default="full")
