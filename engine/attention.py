@@ -16,6 +16,7 @@ import torch.nn.functional as F
 _BACKEND = os.environ.get("MOSS_ATTENTION", "sdpa")  # "sdpa" or "flash"
 _flash = None
 _flash_name: str | None = None
+_flash_error: str | None = None  # why an installed flash-attn 4 cannot run
 
 
 def set_backend(name: str) -> None:
@@ -31,11 +32,13 @@ def choose(name: str) -> str | None:
     and cannot run here (SDPA then does the work), else None."""
     set_backend(name)
     if name == "flash" and not flash_available():
-        why = (
-            "no CUDA GPU"
-            if flash_name()
-            else "flash-attn is not installed (pip install flash-attn or flash-attn-4)"
-        )
+        if flash_name():
+            why = "there is no CUDA GPU"
+        else:
+            why = (
+                _flash_error
+                or "flash-attn is not installed (pip install flash-attn, or flash-attn-4 on Hopper)"
+            )
         return f"flash attention asked for, but {why}: using PyTorch SDPA."
     return None
 
@@ -46,19 +49,23 @@ def backend() -> str:
 
 def _load_flash():
     """flash-attn 2 (`flash_attn.flash_attn_func`) or else flash-attn 4 (`flash_attn.cute`, CuTe DSL, Hopper
-    and Blackwell): (function, name) or (None, None)."""
+    and Blackwell): (function, name, why an installed flash-attn 4 cannot be used)."""
     try:
         from flash_attn import flash_attn_func  # type: ignore
 
-        return flash_attn_func, "flash-attn 2"
+        return flash_attn_func, "flash-attn 2", None
     except Exception:
         pass
     try:
         from flash_attn.cute import flash_attn_func  # type: ignore
 
-        return flash_attn_func, "flash-attn 4"
-    except Exception:
-        return None, None
+        return flash_attn_func, "flash-attn 4", None
+    except ModuleNotFoundError as e:
+        if e.name in ("flash_attn", "flash_attn.cute"):
+            return None, None, None
+        return None, None, f"flash-attn 4 cannot be imported ({e})"  # installed, a dependency is not
+    except Exception as e:
+        return None, None, f"flash-attn 4 cannot be imported ({type(e).__name__}: {e})"
 
 
 def flash_available() -> bool:
@@ -67,9 +74,9 @@ def flash_available() -> bool:
 
 def flash_name() -> str | None:
     """Which flash-attn was found ("flash-attn 2" / "flash-attn 4"), None without one."""
-    global _flash, _flash_name
+    global _flash, _flash_name, _flash_error
     if _flash is None:
-        _flash, _flash_name = _load_flash()
+        _flash, _flash_name, _flash_error = _load_flash()
         _flash = _flash or False
     return _flash_name
 

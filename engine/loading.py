@@ -254,7 +254,6 @@ def quantize_int8(model: Model, device) -> None:
             if isinstance(mod, Linear) and mod.weight is not None:
                 q, scale = quantize_rows(mod.weight.to(device))
                 mod.weight = None
-                mod.decode_weight = None
                 mod.qweight, mod.qscale, mod.int8 = q, scale, True
     model.quantized = "int8"
 

@@ -31,14 +31,8 @@ from engine.quant import int8_linear
 
 
 class Linear(nn.Linear):
-    """nn.Linear with an optional second copy of its weight for decoding (a few rows at a time).
+    """nn.Linear that can hold int8 rows and their scales instead of its weight (engine.quant)."""
 
-    On a CPU a float32 decode step is bound by the bytes it streams: the runtime gives the text
-    decoder float16 copies (`Model.add_decode_weights`), used for inputs of at most `DECODE_ROWS` rows,
-    where the CPU float16 kernel is fastest (its cost grows with the rows: prefill keeps float32)."""
-
-    DECODE_ROWS = 3
-    decode_weight: torch.Tensor | None = None
     int8 = False  # True once quantize_int8 gave it qweight/qscale (a plain attribute: a cheap check)
 
     def __init__(self, *args, **kwargs):
@@ -50,17 +44,7 @@ class Linear(nn.Linear):
     def forward(self, x):
         if self.int8:
             return int8_linear(x, self.qweight, self.qscale, self.bias)
-        y = _with_decode_copy(x, self.decode_weight, self.bias)
-        return F.linear(x, self.weight, self.bias) if y is None else y
-
-
-def _with_decode_copy(x, w, bias=None):
-    """x's product with `w`, a decode-step copy of a weight in another dtype (Model.add_decode_weights),
-    in x's dtype; None where it does not apply (no copy, or more than Linear.DECODE_ROWS rows)."""
-    if w is None or x.numel() > Linear.DECODE_ROWS * x.shape[-1] or w.device != x.device:
-        return None
-    b = None if bias is None else bias.to(w.dtype)
-    return F.linear(x.to(w.dtype), w, b).to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
 
 
 def _fused(x, w):
@@ -264,14 +248,10 @@ class MLP(nn.Module):
         self.down_proj = Linear(t.intermediate_size, t.hidden_size, bias=False)
 
     gate_up_weight: torch.Tensor | tuple | None = None  # Model.fuse_projections
-    fused_decode_weight: torch.Tensor | None = None  # gate/up decode copy (Model.add_decode_weights)
 
     def forward(self, x):
-        gu = _with_decode_copy(x, self.fused_decode_weight)
-        if gu is None and self.gate_up_weight is not None:
-            gu = _fused(x, self.gate_up_weight)
-        if gu is not None:
-            g, u = gu.chunk(2, -1)
+        if self.gate_up_weight is not None:
+            g, u = _fused(x, self.gate_up_weight).chunk(2, -1)
             return self.down_proj(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
@@ -286,16 +266,14 @@ class SelfAttention(nn.Module):
         self.o_proj = Linear(self.h * self.d, t.hidden_size, bias=False)
 
     qkv_weight: torch.Tensor | tuple | None = None  # Model.fuse_projections
-    fused_decode_weight: torch.Tensor | None = None  # q/k/v decode copy (Model.add_decode_weights)
 
     def project_qkv(self, x):
         """x (B, T, C) -> q (B, H, T, D), k and v (B, KV, T, D), before RoPE."""
         B, T, _ = x.shape
-        qkv = _with_decode_copy(x, self.fused_decode_weight)
-        if qkv is None and self.qkv_weight is not None:
-            qkv = _fused(x, self.qkv_weight)
-        if qkv is not None:
-            q, k, v = qkv.split([self.h * self.d, self.kv * self.d, self.kv * self.d], -1)
+        if self.qkv_weight is not None:
+            q, k, v = _fused(x, self.qkv_weight).split(
+                [self.h * self.d, self.kv * self.d, self.kv * self.d], -1
+            )
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         return (
@@ -416,38 +394,6 @@ class Model(nn.Module):
         self.xattn_layers = list(cfg.text.cross_attention_layers)
         self.self_layers = [i for i in range(cfg.text.num_layers) if i not in set(self.xattn_layers)]
         self.gradient_checkpointing = False
-
-    def add_decode_weights(self, dtype: torch.dtype | None) -> None:
-        """Give the text decoder's projections (and lm_head) `dtype` copies of their weights for
-        decode steps (None removes them). On a CPU, float16 copies make a float32 model's decode step
-        ~30% cheaper (`python -m engine.bench cpu`). The cross-attention K/V projections get none:
-        only perception uses them, over many tokens at once."""
-        perception = set()
-        for i in self.xattn_layers:
-            xa = self.language_model.layers[i].cross_attn
-            perception |= {id(xa.k_proj), id(xa.v_proj)}
-        # q/k/v and gate/up: one copy each, so a decode step makes one product where it made 3 and 2
-        # (fewer operator calls: on a CPU a decode step is bound by them and the bytes it reads)
-        in_fused = set()
-        for layer in self.language_model.layers:
-            owners = [(layer.mlp, ("gate_proj", "up_proj"))]
-            if isinstance(layer, SelfAttentionLayer):
-                owners.append((layer.self_attn, ("q_proj", "k_proj", "v_proj")))
-            for owner, names in owners:
-                lins = [getattr(owner, n) for n in names]
-                copy = dtype is not None and all(
-                    lin.weight is not None and lin.weight.dtype != dtype for lin in lins
-                )
-                owner.fused_decode_weight = (
-                    torch.cat([lin.weight.detach() for lin in lins]).to(dtype) if copy else None
-                )
-                if copy:
-                    in_fused |= {id(lin) for lin in lins}
-        for mod in [*self.language_model.layers.modules(), self.lm_head]:
-            if isinstance(mod, Linear) and id(mod) not in perception and mod.weight is not None:
-                w = mod.weight.detach()
-                own = dtype is not None and dtype != w.dtype and id(mod) not in in_fused
-                mod.decode_weight = w.to(dtype) if own else None
 
     def fuse_projections(self) -> None:
         """Store each self-attention layer's q/k/v weights, and each MLP's gate/up weights, as one

@@ -73,7 +73,7 @@ def test_streaming_equals_offline(tok, mode, static):
     dec = Recorder(
         m,
         tok,
-        StreamConfig(system_prompt="watch", max_segment_tokens=4, static_decode=static, decode_weights=None),
+        StreamConfig(system_prompt="watch", max_segment_tokens=4, static_decode=static, cpu_step=False),
     )
     script = [("steps", 1), ("frame", 0), ("steps", 3), ("frame", 1), ("steps", 2), ("ask", "how many?")]
     script += [
@@ -164,7 +164,7 @@ def test_context_is_bounded_and_exact_after_compaction(tok):
         m,
         tok,
         StreamConfig(
-            system_prompt="SYS", max_context=80, memory_frames=64, max_segment_tokens=3, decode_weights=None
+            system_prompt="SYS", max_context=80, memory_frames=64, max_segment_tokens=3, cpu_step=False
         ),
     )
     frames = torch.randn(40, 3, 56, 56)
@@ -207,7 +207,7 @@ def test_fused_projections_keep_the_decode_step_and_the_weights(tok):
     m = make_model(tok, "moss")
     S = m.cfg.vision.image_size
     frames = torch.randn(3, 3, S, S)
-    dec = StreamDecoder(m, tok, StreamConfig(system_prompt="watch", static_decode=True, decode_weights=None))
+    dec = StreamDecoder(m, tok, StreamConfig(system_prompt="watch", static_decode=True, cpu_step=False))
     run_script(dec, m, frames, [("frame", 0), ("frame", 1), ("ask", "how many?"), ("frame", 2)])
     pos = len(dec.ids)
     before = {k: v.clone() for k, v in m.state_dict().items()}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from engine import cpustep
 from engine import events as E
 from engine import protocol as P
 from engine.generation import StreamConfig, StreamDecoder, perceive
@@ -176,9 +177,15 @@ def bench_decoder_only(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int 
     first = ttft()
     r = {"ttft_s": time.perf_counter() - t0, "context_tokens": total}
 
+    # the decode step ours runs (engine.cpustep where it applies: float16 weights, fewer operator calls)
+    step = cpustep.CpuDecodeStep(m, cache.max_len) if cpustep.usable(m) else None
+
     def decode(n, t):
         with torch.inference_mode():
             for j in range(n):
+                if step is not None:
+                    t = int(step([t], total + j, cache).argmax())
+                    continue
                 h = _embed_forward(m, lm.embed_tokens(torch.tensor([[t]])), total + j, cache)
                 t = int(m.lm_head(h[0, -1]).argmax())
         return t
@@ -192,8 +199,6 @@ def bench_decoder_only(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int 
 
 def compare(m, tok, prompt, frames_list, n_new=N_NEW) -> dict:
     base = decoder_only(m)
-    if StreamConfig().decode_weights == "auto" and next(m.parameters()).dtype == torch.float32:
-        base.add_decode_weights(torch.float16)  # the same weight storage as our decoder's
     S = m.cfg.vision.image_size
     out = {
         "params_ours": params(m),

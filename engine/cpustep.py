@@ -1,0 +1,146 @@
+"""The text decoder's step on a CPU: a few rows (one token, or a token and a frame's `<|image|>`) through
+every layer with as few operator calls and weight bytes as the arithmetic allows.
+
+Why: on a 2-core CPU the small model's decode step is bound by operator calls (~250 through the
+nn.Modules, a few microseconds each under the GIL) and by the bytes it streams, not by arithmetic
+(`python -m engine.bench cpu`). So, for the rows of one step:
+- each product reads a float16 copy of its weight (half the bytes of float32), q/k/v and gate/up as
+  one matrix each;
+- an RMSNorm's weight is folded into the columns of the product after it (the norm is then a row
+  scale, cast to float16 for the product);
+- RoPE comes from a table of cos/sin by position, the half-rotation as `roll` + one `addcmul`;
+- cross-attention is two matrix products with a KV head's G query heads (and the rows) as the rows
+  of one product, each key and value read once (grouped-query attention, no repeated heads); the
+  softmax scale is folded into q_norm's weight;
+- the gates' tanh is computed once; no nn.Module calls.
+The arithmetic is Model.forward_text's up to the float16 rounding of the weights (a test compares
+the two). The weights are copied when the step is built: a model trained further needs a new step.
+It knows nothing of tokenizers, threads or the stream protocol.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.attention import attend
+from engine.model import CrossAttentionLayer, Model
+
+
+def usable(model: Model) -> bool:
+    """A float32 model on the CPU whose text projections hold plain weights (not int8)."""
+    p = next(model.parameters())
+    return (
+        p.device.type == "cpu"
+        and p.dtype == torch.float32
+        and model.lm_head.weight is not None
+        and not getattr(model.lm_head, "int8", False)
+    )
+
+
+class CpuDecodeStep:
+    MAX_ROWS = 4  # chunks longer than this (prefill) go through Model.forward_text
+
+    def __init__(self, model: Model, max_pos: int, dtype: torch.dtype = torch.float16):
+        t = model.cfg.text
+        self.H, self.KV, self.D = t.num_heads, t.num_kv_heads, t.head_dim
+        self.G = self.H // self.KV
+        self.eps = t.rms_norm_eps
+        self.half = self.D // 2
+        self.wdtype = dtype
+        # RoPE by position, as rope_cos_sin computes it; rotate(x) = cat(-x2, x1) = roll(x) * sign
+        f = torch.arange(max_pos, dtype=torch.float32)[:, None] * model.inv_freq.float().cpu()
+        emb = torch.cat((f, f), -1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+        self.sin[:, : self.half].neg_()
+        self.rope_x = model.cfg.video.xattn_rope
+        lm = model.language_model
+
+        def w(*lins, norm=None):  # float16 copy of one or more stacked weights, a norm's weight folded in
+            m = torch.cat([lin.weight.detach().float() for lin in lins])
+            return (m if norm is None else m * norm.weight.detach().float()[None, :]).to(dtype)
+
+        self.layers = []
+        for layer in lm.layers:
+            mlp = layer.mlp
+            ffn = (w(mlp.gate_proj, mlp.up_proj, norm=layer.post_attention_layernorm), w(mlp.down_proj))
+            if isinstance(layer, CrossAttentionLayer):
+                xa = layer.cross_attn
+                q_norm = (xa.q_norm.weight.detach().float() * self.D**-0.5).contiguous()
+                gates = (
+                    float(layer.cross_attn_attn_gate.detach().tanh()),
+                    float(layer.cross_attn_mlp_gate.detach().tanh()),
+                )
+                self.layers.append(
+                    (True, w(xa.q_proj, norm=layer.input_layernorm), q_norm, w(xa.o_proj), *ffn, *gates)
+                )
+            else:
+                sa = layer.self_attn
+                qkv = w(sa.q_proj, sa.k_proj, sa.v_proj, norm=layer.input_layernorm)
+                self.layers.append((False, qkv, w(sa.o_proj), *ffn))
+        self.embed = lm.embed_tokens.weight.detach()
+        self.head = w(model.lm_head, norm=lm.norm)
+
+    def _normed(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm without its weight (folded into the next product), in the weights' dtype."""
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(self.eps))).to(self.wdtype)
+
+    def _rope(self, x, cos, sin):
+        return torch.addcmul(x * cos, x.roll(self.half, -1), sin)
+
+    @torch.inference_mode()
+    def __call__(self, ids: list[int], start: int, cache, xkv=None, xmask=None, row=None) -> torch.Tensor:
+        """ids: the chunk's tokens (at most MAX_ROWS) at text positions start..; cache: KVCache (written
+        at start..); xkv: per cross-attention layer (k, v) each (1, KV, S, D), or None (no frame
+        visible: those layers are the identity); xmask (T, S) bool, True = may attend, or None (every
+        row sees all S keys); row (T, 1): 0 for rows whose cross-attention and its MLP are dropped, or
+        None (none dropped). Returns the last row's logits (V,) float32."""
+        T = len(ids)
+        H, KV, G, D = self.H, self.KV, self.G, self.D
+        f16 = self.wdtype
+        x = self.embed[ids] if T > 1 else self.embed[ids[0]][None]  # (T, C)
+        cos, sin = self.cos[start : start + T, None], self.sin[start : start + T, None]  # (T, 1, D)
+        bias = None
+        if xmask is not None:
+            bias = torch.zeros(xmask.shape).masked_fill_(~xmask, float("-inf"))  # (T, S)
+        si = xi = 0
+        for layer in self.layers:
+            if layer[0]:
+                _, wq, q_norm, wo, wgu, wd, g_attn, g_mlp = layer
+                xi += 1
+                if xkv is None:
+                    continue
+                k, v = xkv[xi - 1]
+                q = F.linear(self._normed(x), wq).float().view(T, H, D)
+                q = F.rms_norm(q, (D,), q_norm, self.eps)
+                if self.rope_x:  # MOSS: RoPE after q_norm, at the token's text position
+                    q = self._rope(q, cos, sin)
+                # (T, H, D) -> (KV, G*T, D): a KV head's query heads and rows as rows of one product
+                q = q.view(T, KV, G, D).permute(1, 2, 0, 3).reshape(KV, G * T, D)
+                s = torch.matmul(q.to(k.dtype), k[0].transpose(-1, -2))  # (KV, G*T, S)
+                if bias is not None:
+                    s = (s.view(KV, G, T, -1) + bias).view(KV, G * T, -1)
+                p = torch.softmax(s, -1, dtype=torch.float32).to(v.dtype)
+                o = torch.matmul(p, v[0]).view(KV, G, T, D).permute(2, 0, 1, 3).reshape(T, H * D)
+                a = F.linear(o.to(f16), wo)
+                x = x + g_attn * (a if row is None else a * row)
+                m = F.linear(self._ffn(x, wgu), wd)
+                x = x + g_mlp * (m if row is None else m * row)
+            else:
+                _, wqkv, wo, wgu, wd = layer
+                qkv = F.linear(self._normed(x), wqkv).float().view(T, H + 2 * KV, D)
+                qk = self._rope(qkv[:, : H + KV], cos, sin)
+                ck, cv = cache.k[si, 0], cache.v[si, 0]  # (KV, S, D)
+                ck[:, start : start + T] = qk[:, H:].transpose(0, 1)
+                cv[:, start : start + T] = qkv[:, H + KV :].transpose(0, 1)
+                q = qk[:, :H].transpose(0, 1)[None]  # (1, H, T, D)
+                o = attend(q, ck[None, :, : start + T], cv[None, :, : start + T], causal=T > 1)
+                x = x + F.linear(o[0].transpose(0, 1).reshape(T, H * D).to(f16), wo)
+                x = x + F.linear(self._ffn(x, wgu), wd)
+                si += 1
+        return F.linear(self._normed(x[-1:]), self.head)[0].float()
+
+    def _ffn(self, x, wgu):
+        """SiLU(gate) * up of the post-attention-normed x, cast for the down product."""
+        g, u = F.linear(self._normed(x), wgu).float().chunk(2, -1)
+        return (F.silu(g) * u).to(self.wdtype)
