@@ -72,14 +72,21 @@ class StreamDecoder:
                 f"tokenizer's <|image|> id {tokenizer.image_id} differs from the model's {model.cfg.video.image_token_id}"
             )
         self.cache = KVCache(model.cfg, config.max_context + 64, self.dtype, self.device)
-        self.memory = VisualMemory(
-            model.cfg, config.memory_frames, self.dtype, self.device, keep_first=config.keep_first
-        )
-        self.cpu_step = None
-        if config.cpu_step is not False and cpustep.usable(model):
-            self.cpu_step = cpustep.CpuDecodeStep(model, self.cache.max_len)
-        self.ban = self._banned_tokens()
         static = config.static_decode if config.static_decode is not None else self.device.type == "cuda"
+        self.cpu_step = None
+        store = None
+        if config.cpu_step is not False and not static and cpustep.usable(model):
+            self.cpu_step = cpustep.CpuDecodeStep(model, self.cache.max_len)
+            store = cpustep.memory_dtype()
+        self.memory = VisualMemory(
+            model.cfg,
+            config.memory_frames,
+            self.dtype,
+            self.device,
+            keep_first=config.keep_first,
+            store_dtype=store,
+        )
+        self.ban = self._banned_tokens()
         self.graph = (
             GraphDecoder(model, self.cache, self.memory, compile=config.compile_decode) if static else None
         )
@@ -311,6 +318,8 @@ class StreamDecoder:
             return logits
         ids = torch.tensor([chunk], device=dev)
         pos = torch.arange(start, start + T, device=dev)[None]
+        if xkv is not None and xkv[0][0].dtype != self.dtype:  # a bfloat16 memory (engine.cpustep)
+            xkv = [(k.to(self.dtype), v.to(self.dtype)) for k, v in xkv]
         if xmask is not None:
             xmask = xmask[None, None]  # (1, 1, T, vis*N)
         r = (

@@ -54,7 +54,10 @@ class VisualMemory:
         device,
         staging: int = 8,
         keep_first: int = 0,
+        store_dtype=None,
     ):
+        """dtype: the K/V perception writes (staging, raw keys); store_dtype: the committed memory's K/V
+        (default dtype; bfloat16 under the CPU decode step where it is native, engine.cpustep)."""
         if capacity < 1:
             raise ValueError("visual memory capacity must be at least one frame")
         if not 0 <= keep_first < capacity:
@@ -64,7 +67,7 @@ class VisualMemory:
         self.C, self.N = capacity, cfg.tokens_per_frame
         self.L = len(t.cross_attention_layers)
         kv, d = t.num_kv_heads, t.head_dim
-        self.k = torch.zeros(self.L, 1, kv, self.C * self.N, d, dtype=dtype, device=device)
+        self.k = torch.zeros(self.L, 1, kv, self.C * self.N, d, dtype=store_dtype or dtype, device=device)
         self.v = torch.zeros_like(self.k)
         self.rope = cfg.video.xattn_rope
         # raw (un-rotated) keys per slot, to re-position frames exactly (MOSS only)
@@ -90,12 +93,8 @@ class VisualMemory:
 
     @property
     def nbytes(self) -> int:
-        n = (
-            2 * self.k.numel()
-            + 2 * self.stage_k.numel()
-            + (self.k_raw.numel() if self.k_raw is not None else 0)
-        )
-        return n * self.k.element_size()
+        n = 2 * self.stage_k.numel() + (self.k_raw.numel() if self.k_raw is not None else 0)
+        return n * self.stage_k.element_size() + 2 * self.k.numel() * self.k.element_size()
 
     def views(self):
         """Per layer (k, v) each (1, KV, visible*N, D): views, no copy."""

@@ -288,7 +288,7 @@ class Session:
         model, mem = self.model, self.decoder.memory
         size = model.cfg.vision.image_size
         stream = torch.cuda.Stream() if mem.k.is_cuda else None
-        encode = GraphPerception(model, mem.k.device, mem.k.dtype)  # a CUDA graph on GPU, eager on CPU
+        encode = GraphPerception(model, mem.k.device, mem.stage_k.dtype)  # a CUDA graph on GPU, eager on CPU
         while not self._stop.is_set():
             item = self.mailbox.take()
             if item is None:
