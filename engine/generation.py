@@ -52,6 +52,9 @@ class StreamConfig:
     # short chunks (decode steps) of a float32 model on a CPU through engine.cpustep (float16 weight
     # copies, fewer operator calls: ~1.4x the tokens/s); None = on for such a model, False = never
     cpu_step: bool | None = None
+    cpu_weights: str | None = (
+        None  # the CPU step's weights: "float16", "int8"; None = cpustep.default_weights()
+    )
 
 
 class StreamDecoder:
@@ -76,7 +79,8 @@ class StreamDecoder:
         self.cpu_step = None
         store = None
         if config.cpu_step is not False and not static and cpustep.usable(model):
-            self.cpu_step = cpustep.CpuDecodeStep(model, self.cache.max_len)
+            weights = config.cpu_weights or cpustep.default_weights()
+            self.cpu_step = cpustep.CpuDecodeStep(model, self.cache.max_len, weights)
             store = cpustep.memory_dtype()
         self.memory = VisualMemory(
             model.cfg,
