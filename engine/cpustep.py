@@ -9,7 +9,7 @@ nn.Modules, a few microseconds each under the GIL) and by the bytes it streams, 
   quarter of the bytes of float32, and as fast for the two rows of a frame's chunk as for one),
   else float16 (half the bytes; the CPU's float16 product costs as much per row as its bytes);
 - an RMSNorm's weight is folded into the columns of the product after it (the norm is then a row
-  scale, cast to float16 for the product);
+  scale, cast to the product's input dtype);
 - RoPE comes from a table of cos/sin by position, the half-rotation as `roll` + one `addcmul`;
 - cross-attention is two matrix products with a KV head's G query heads (and the rows) as the rows
   of one product, each key and value read once (grouped-query attention, no repeated heads); the
@@ -19,8 +19,9 @@ nn.Modules, a few microseconds each under the GIL) and by the bytes it streams, 
   bfloat16 (`memory_dtype`): the three cross-attention layers read half the bytes per token.
 The arithmetic is Model.forward_text's up to the rounding of the weights: with float16 weights the
 shipped model says the same words as in float32, with int8 the same on almost every frame (tests;
-the held-out evaluation gives the same target numbers). The weights are copied when the step is built: a model trained further needs a new step.
-It knows nothing of tokenizers, threads or the stream protocol.
+the held-out evaluation gives the same target numbers). The weights are copied when the step is
+built: a model trained further needs a new step. It knows nothing of tokenizers, threads or the
+stream protocol.
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ from engine.quant import quantize_rows
 
 
 def usable(model: Model) -> bool:
-    """A float32 model on the CPU whose text projections hold plain weights (not int8)."""
+    """A float32 model on the CPU (its projections may hold int8 rows: load_model(quantize="int8"))."""
     p = next(model.parameters())
-    return (
-        p.device.type == "cpu"
-        and p.dtype == torch.float32
-        and model.lm_head.weight is not None
-        and not getattr(model.lm_head, "int8", False)
-    )
+    return p.device.type == "cpu" and p.dtype == torch.float32
+
+
+def _weight(lin) -> torch.Tensor:
+    """A projection's weight in float32 (dequantized where it holds int8 rows)."""
+    if getattr(lin, "int8", False):
+        return lin.qweight.float() * lin.qscale.float()[:, None]
+    return lin.weight.detach().float()
 
 
 @functools.cache
@@ -98,7 +101,7 @@ class CpuDecodeStep:
         lm = model.language_model
 
         def w(*lins, norm=None):  # one or more stacked weights, a norm's weight folded in
-            m = torch.cat([lin.weight.detach().float() for lin in lins])
+            m = torch.cat([_weight(lin) for lin in lins])
             m = m if norm is None else m * norm.weight.detach().float()[None, :]
             if weights == "float16":
                 return m.to(torch.float16)
@@ -142,7 +145,7 @@ class CpuDecodeStep:
         None (none dropped). Returns the last row's logits (V,) float32."""
         T = len(ids)
         H, KV, G, D = self.H, self.KV, self.G, self.D
-        f16 = self.wdtype
+        adt = self.wdtype  # the products' input dtype
         x = self.embed[ids] if T > 1 else self.embed[ids[0]][None]  # (T, C)
         cos, sin = self.cos[start : start + T, None], self.sin[start : start + T, None]  # (T, 1, D)
         bias = None
@@ -167,7 +170,7 @@ class CpuDecodeStep:
                     s = (s.view(KV, G, T, -1) + bias).view(KV, G * T, -1)
                 p = torch.softmax(s, -1, dtype=torch.float32).to(v.dtype)
                 o = torch.matmul(p, v[0]).view(KV, G, T, D).permute(2, 0, 1, 3).reshape(T, H * D)
-                a = self.mm(o.to(f16), wo)
+                a = self.mm(o.to(adt), wo)
                 x = x + g_attn * (a if row is None else a * row)
                 m = self.mm(self._ffn(x, wgu), wd)
                 x = x + g_mlp * (m if row is None else m * row)
@@ -180,7 +183,7 @@ class CpuDecodeStep:
                 cv[:, start : start + T] = qkv[:, H + KV :].transpose(0, 1)
                 q = qk[:, :H].transpose(0, 1)[None]  # (1, H, T, D)
                 o = attend(q, ck[None, :, : start + T], cv[None, :, : start + T], causal=T > 1)
-                x = x + self.mm(o[0].transpose(0, 1).reshape(T, H * D).to(f16), wo)
+                x = x + self.mm(o[0].transpose(0, 1).reshape(T, H * D).to(adt), wo)
                 x = x + self.mm(self._ffn(x, wgu), wd)
                 si += 1
         return self.mm(self._normed(x[-1:]), self.head)[0].float()

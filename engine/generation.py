@@ -49,12 +49,12 @@ class StreamConfig:
     # decode-one-token through the fixed-shape step (CUDA graph on GPU); None = on CUDA only
     static_decode: bool | None = None
     compile_decode: bool = False  # torch.compile the fixed-shape step before capturing it (GPU)
-    # short chunks (decode steps) of a float32 model on a CPU through engine.cpustep (float16 weight
-    # copies, fewer operator calls: ~1.4x the tokens/s); None = on for such a model, False = never
+    # short chunks (decode steps) of a float32 model on a CPU through engine.cpustep (few operator
+    # calls, weight copies in int8 or float16); None = on for such a model, False = never
     cpu_step: bool | None = None
-    cpu_weights: str | None = (
-        None  # the CPU step's weights: "float16", "int8"; None = cpustep.default_weights()
-    )
+    # the CPU step's weights, "int8" or "float16"; None = cpustep.default_weights() (int8 where
+    # bfloat16 is native)
+    cpu_weights: str | None = None
 
 
 class StreamDecoder:
