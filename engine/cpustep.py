@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.attention import attend
-from engine.model import CrossAttentionLayer, Model
+from engine.model import CrossAttentionLayer, Model, rope_cos_sin
 from engine.quant import quantize_rows
 
 
@@ -78,10 +78,12 @@ def _int8_mm(x: torch.Tensor, w: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
 class CpuDecodeStep:
     MAX_ROWS = 4  # chunks longer than this (prefill) go through Model.forward_text
 
-    def __init__(self, model: Model, max_pos: int, weights: str = "float16"):
+    def __init__(self, model: Model, max_pos: int, weights: str | None = None):
         """weights: "float16" (copies of the float32 weights) or "int8" (rows quantized symmetrically
         with a bfloat16 scale each, products through torch._weight_int8pack_mm on bfloat16 rows: about
-        2x faster than float16 for one row and 3x for two, where bfloat16 is native)."""
+        2x faster than float16 for one row and 3x for two, where bfloat16 is native); None =
+        default_weights()."""
+        weights = weights or default_weights()
         if weights not in ("float16", "int8"):
             raise ValueError(f"weights must be 'float16' or 'int8', not {weights!r}")
         t = model.cfg.text
@@ -92,10 +94,8 @@ class CpuDecodeStep:
         self.weights = weights
         self.wdtype = torch.float16 if weights == "float16" else torch.bfloat16  # the products' inputs
         self.mm = F.linear if weights == "float16" else _int8_mm
-        # RoPE by position, as rope_cos_sin computes it; rotate(x) = cat(-x2, x1) = roll(x) * sign
-        f = torch.arange(max_pos, dtype=torch.float32)[:, None] * model.inv_freq.float().cpu()
-        emb = torch.cat((f, f), -1)
-        self.cos, self.sin = emb.cos(), emb.sin()
+        # RoPE by position; rotate(x) = cat(-x2, x1) = roll(x) with the first half's sin negated
+        self.cos, self.sin = rope_cos_sin(model.inv_freq.cpu(), torch.arange(max_pos), torch.float32)
         self.sin[:, : self.half].neg_()
         self.rope_x = model.cfg.video.xattn_rope
         lm = model.language_model

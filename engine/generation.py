@@ -79,8 +79,7 @@ class StreamDecoder:
         self.cpu_step = None
         store = None
         if config.cpu_step is not False and not static and cpustep.usable(model):
-            weights = config.cpu_weights or cpustep.default_weights()
-            self.cpu_step = cpustep.CpuDecodeStep(model, self.cache.max_len, weights)
+            self.cpu_step = cpustep.CpuDecodeStep(model, self.cache.max_len, config.cpu_weights)
             store = cpustep.memory_dtype()
         self.memory = VisualMemory(
             model.cfg,

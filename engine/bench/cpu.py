@@ -177,7 +177,7 @@ def bench_decoder_only(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int 
     first = ttft()
     r = {"ttft_s": time.perf_counter() - t0, "context_tokens": total}
 
-    # the decode step ours runs (engine.cpustep where it applies: float16 weights, fewer operator calls)
+    # the decode step ours runs (engine.cpustep where it applies, with the same default weights)
     step = cpustep.CpuDecodeStep(m, cache.max_len) if cpustep.usable(m) else None
 
     def decode(n, t):
