@@ -1,7 +1,7 @@
 """`python -m app.screenshot out.png`: the window in a realistic state, saved as a PNG (for the README).
 
-Builds the window with a scripted session on a real video (the shared MOSS demo clip of a living room
-when present, else the synthetic pattern): frames enter the model, a question is asked, the answer
+Builds the window with a scripted session on a real video (the MOSS demo clip of a living room that
+the tests carry, when this is a source checkout, else the synthetic pattern): frames enter the model, a question is asked, the answer
 streams, the model falls silent, then revises. The answers are scripted, not the model's: the picture
 shows the app, not the model's quality. `--real` uses the real engine with the bundled model instead
 (its answers are whatever that model says). Runs offscreen when there is no display.
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LIVING_ROOM = ROOT.parent / "shared" / "data" / "moss-demo" / "mllm_demo_data" / "3.mp4"
+LIVING_ROOM = ROOT / "tests" / "fixtures" / "moss-demo" / "mllm_demo_data" / "3.mp4"
 
 LIVING_ROOM_SCRIPT = (
     "What is the child doing?",
@@ -96,7 +96,7 @@ def make_screenshot(
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = AppPaths.under(Path(home or tmp)).ensure()
-        if Path(spec) == LIVING_ROOM:  # a friendlier name than the shared data path in the picture
+        if Path(spec) == LIVING_ROOM:  # a friendlier name than the fixture's path in the picture
             import shutil
 
             spec = str(shutil.copy(LIVING_ROOM, Path(tmp) / "living-room.mp4"))

@@ -3,7 +3,20 @@
 # .venv with the pinned dependencies, and the project installed in editable mode with dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+
+# Python 3.11 or 3.12 (what the pinned wheels exist for): $PYTHON, else python3, else python3.11 / python3.12.
+supported() { "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else 1)' 2>/dev/null; }
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for c in python3 python3.11 python3.12; do
+    if command -v "$c" >/dev/null 2>&1 && supported "$c"; then PY=$c; break; fi
+  done
+fi
+if [ -z "$PY" ] || ! supported "$PY"; then
+  found=$("${PY:-python3}" --version 2>&1 || echo "no python3")
+  echo "moss-live needs Python 3.11 or 3.12 (found: $found); install one, or set PYTHON=/path/to/python3.11." >&2
+  exit 1
+fi
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # portaudio: sounddevice; pulse: QtMultimedia; xcb: a real X server; xvfb: screenshot tests; espeak-ng: voice test
@@ -16,8 +29,9 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  $PY -m venv .venv
+if [ ! -x .venv/bin/python ] || ! supported .venv/bin/python; then
+  rm -rf .venv
+  "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch first and pinned: a bare `torch` would pull a multi-GB CUDA build on machines without a GPU

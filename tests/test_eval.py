@@ -454,3 +454,17 @@ def test_eval_cli_on_frames_of_a_larger_video(tmp_path, records):
     )
     d = json.loads(out.read_text())
     assert d["render_scale"] == 5.0 and d["frames"] > 0 and d["answer_all"]["n"] > 0
+
+
+def test_external_suite_without_its_data_says_where_it_comes_from(tmp_path, capsys, monkeypatch):
+    from engine.eval.__main__ import main as eval_main
+
+    monkeypatch.delenv("MOSS_EVAL_ANNOTATIONS", raising=False)
+    monkeypatch.delenv("MOSS_EVAL_VIDEO_ROOT", raising=False)
+    assert eval_main(["--model", "assets/model", "--suite", "ovo"]) == 2
+    err = capsys.readouterr().err
+    assert "--annotations" in err and "OVO-Bench" in err and "not part of this project" in err
+    missing = tmp_path / "nope.json"
+    assert eval_main(["--model", "x", "--suite", "streamingbench", "--annotations", str(missing),
+                      "--video-root", str(tmp_path)]) == 2  # fmt: skip
+    assert f"{missing} does not exist" in capsys.readouterr().err

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import MOSS_DEMO
+
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT.parent / "shared" / "data" / "moss-demo"
+DEMO = MOSS_DEMO
 VIDEOS = [
     DEMO / "mllm_demo_data" / "1.mp4",
     DEMO / "mllm_demo_data" / "2.avi",

@@ -40,3 +40,29 @@ def test_plain_import_engine_loads_no_qt():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]"
+
+
+def test_nothing_reaches_outside_the_project_tree():
+    """A user's clone has no sibling folders and no build machine's paths: code and tests may not name them."""
+    import re
+
+    outside = re.compile(
+        r"""(\.parents?\b[^\n]*["']shared["'])"""  # ROOT.parent / "shared"
+        r"""|(["'](/work|/home|/root|/mnt|/Users|C:\\\\)[/\\])"""  # absolute machine paths in literals
+        r"""|(["']\.\./)"""  # relative climbs out of the tree
+    )
+    found = []
+    for folder in ("app", "engine", "tests", "scripts"):
+        for f in sorted((ROOT / folder).rglob("*")):
+            if (
+                f.suffix not in (".py", ".sh") or f.name == "test_security.py"
+            ):  # that file attacks with such paths
+                continue
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                if outside.search(line) and f != Path(__file__) and "bad input on purpose" not in line:
+                    found.append(f"{f.relative_to(ROOT)}:{n}: {line.strip()}")
+    for f in ("main.py", "run.sh", "test.sh", ".ci/run"):
+        text = (ROOT / f).read_text(encoding="utf-8")
+        if outside.search(text):
+            found.append(f)
+    assert not found, "\n".join(found)

@@ -15,9 +15,10 @@ from engine.data.loader import preprocess
 from engine.generation import StreamConfig, StreamDecoder
 from engine.session import Session, SessionConfig
 from engine.sources import SyntheticSource
+from tests.paths import MOSS_DEMO
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT.parent / "shared" / "data" / "moss-demo"
+DEMO = MOSS_DEMO
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,11 @@ from engine.sources import (
     open_source,
     to_rgb_uint8,
 )
+from tests.paths import MOSS_DEMO
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "moss-demo"
+DATA = MOSS_DEMO
 DEMO = DATA / "mllm_demo_data"
 PORTRAIT = DATA / "mllm_realtime_data" / "v-5sRwJNR8U.mp4"
-needs_data = pytest.mark.skipif(not (DEMO / "1.mp4").exists(), reason="shared demo videos not present")
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0, fourcc: str = "MJPG") -> Path:
@@ -55,7 +55,6 @@ def read_all(src) -> list[Frame]:
 # -- real videos ---------------------------------------------------------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("name", "size", "fps", "count"),
     [("1.mp4", (360, 640), 25.0, 243), ("2.avi", (240, 320), 29.92, 270), ("3.mp4", (360, 640), 23.98, 146)],
@@ -74,7 +73,6 @@ def test_real_videos_decode_to_rgb_frames_on_file_clock(name, size, fps, count):
     assert ts[-1] == pytest.approx((count - 1) / fps, abs=0.05)  # container timestamps = position
 
 
-@needs_data
 def test_portrait_video_keeps_its_orientation():
     src = VideoFileSource(PORTRAIT, realtime=False)
     with src:
@@ -116,7 +114,6 @@ def test_missing_empty_folder_and_non_video_files_are_refused(tmp_path):
     assert msg.endswith(").") and "\n" not in msg  # one sentence
 
 
-@needs_data
 def test_truncated_file_without_index_cannot_be_opened(tmp_path):
     data = (DEMO / "1.mp4").read_bytes()  # its index (moov) sits at the end: half the file has none
     half = tmp_path / "half.mp4"
@@ -124,7 +121,6 @@ def test_truncated_file_without_index_cannot_be_opened(tmp_path):
     assert "cannot decode" in open_error(half)
 
 
-@needs_data
 def test_truncated_file_ends_cleanly_with_a_warning(tmp_path, capfd):
     data = PORTRAIT.read_bytes()  # index at the start: the first half still decodes
     half = tmp_path / "half.mp4"
@@ -216,7 +212,6 @@ def test_decode_error_mid_stream_ends_cleanly_with_a_warning(tmp_path, monkeypat
     assert src.warning == "The video file 'v.avi' is damaged after 5 frames; the stream stopped there."
 
 
-@needs_data
 def test_loop_keeps_time_and_index_growing():
     src = VideoFileSource(DEMO / "3.mp4", realtime=False, loop=True)
     with src:
@@ -231,7 +226,6 @@ def test_loop_keeps_time_and_index_growing():
 # -- real-time pacing ----------------------------------------------------------------------------
 
 
-@needs_data
 def test_realtime_pacing_follows_the_file_clock_without_drift():
     src = VideoFileSource(DEMO / "1.mp4", realtime=True)
     arrivals = []
@@ -249,7 +243,6 @@ def test_realtime_pacing_follows_the_file_clock_without_drift():
     assert np.median(late) < 0.02  # typical frame is on time
 
 
-@needs_data
 def test_realtime_reader_that_falls_behind_skips_instead_of_lagging():
     src = VideoFileSource(DEMO / "1.mp4", realtime=True)
     with src:

@@ -11,8 +11,9 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
 from engine import protocol
 from engine.tokenizer import PROTOCOL_TOKENS, TextStream, Tokenizer, train_tokenizer
+from tests.paths import MOSS_DEMO
 
-DEMO = Path("/work/shared/data/moss-demo")
+DEMO = MOSS_DEMO
 
 
 def _record_texts() -> list[str]:

@@ -104,6 +104,26 @@ def run_synthetic(args) -> int:
     return 0
 
 
+WHERE_TO_GET = {
+    "ovo": "OVO-Bench (its annotation JSON and videos are published with the benchmark's repository)",
+    "streamingbench": "StreamingBench (its annotation JSON and videos are published with the benchmark)",
+}
+
+
+def external_data_problem(suite: str, annotations: str | None, video_root: str | None) -> str | None:
+    """One sentence when a user's benchmark data is not where the arguments say, else None."""
+    if not annotations or not video_root:
+        return (
+            f"--suite {suite} needs --annotations FILE and --video-root DIR (or MOSS_EVAL_ANNOTATIONS and "
+            f"MOSS_EVAL_VIDEO_ROOT): the data of {WHERE_TO_GET[suite]}; it is not part of this project."
+        )
+    if not os.path.isfile(annotations):
+        return f"The annotation file {annotations} does not exist (--annotations / MOSS_EVAL_ANNOTATIONS)."
+    if not os.path.isdir(video_root):
+        return f"The video folder {video_root} does not exist (--video-root / MOSS_EVAL_VIDEO_ROOT)."
+    return None
+
+
 def run_external(args) -> int:
     import torch
 
@@ -111,8 +131,9 @@ def run_external(args) -> int:
     from engine.eval import harness as H
     from engine.loading import load_model
 
-    if not args.annotations or not args.video_root:
-        print("--suite ovo|streamingbench needs --annotations FILE and --video-root DIR", file=sys.stderr)
+    problem = external_data_problem(args.suite, args.annotations, args.video_root)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     torch.set_num_threads(os.cpu_count() or 1)
     questions = B.READERS[args.suite](args.annotations)
@@ -155,8 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="frames rendered this much larger and downsampled (as a larger video file gives them)",
     )
     ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--annotations", default=None)
-    ap.add_argument("--video-root", default=None)
+    ap.add_argument(
+        "--annotations",
+        default=os.environ.get("MOSS_EVAL_ANNOTATIONS"),
+        help="external suites: the benchmark's annotation JSON (default $MOSS_EVAL_ANNOTATIONS)",
+    )
+    ap.add_argument(
+        "--video-root",
+        default=os.environ.get("MOSS_EVAL_VIDEO_ROOT"),
+        help="external suites: the folder of the benchmark's videos (default $MOSS_EVAL_VIDEO_ROOT)",
+    )
     ap.add_argument("--limit", type=int, default=0, help="external suites: first N questions only")
     args = ap.parse_args(argv)
     if args.suite == "synthetic":

@@ -151,6 +151,11 @@ def make_loader(args: TrainArgs, tok: Tokenizer, size: int, start: int, per_rank
     else:
         from engine.data.loader import VideoFrames
 
+        if not Path(args.data).is_file():
+            raise SystemExit(
+                f"--data {args.data}: no such record file (a JSON / JSONL file in the MOSS format, its videos "
+                "named relative to its folder; or 'synthetic')."
+            )
         frames = VideoFrames(Path(args.data).parent, dcfg, size=size)
         inner = RecordDataset(
             args.data,

@@ -1,4 +1,4 @@
-"""Record -> training tensors, on real reference records (shared/data/moss-demo)."""
+"""Record -> training tensors, on real reference records (tests/fixtures/moss-demo)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 from collections import Counter
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,9 @@ from engine.data.loader import (
     sample_times,
 )
 from engine.tokenizer import Tokenizer, train_tokenizer
+from tests.paths import MOSS_DEMO
 
-DEMO = Path("/work/shared/data/moss-demo")
+DEMO = MOSS_DEMO
 REALTIME = json.loads((DEMO / "mllm_realtime_sft_demo.json").read_text())
 OFFLINE = json.loads((DEMO / "mllm_offline_sft_demo.json").read_text())
 PRETRAIN = json.loads((DEMO / "mllm_pretrain_demo.json").read_text())

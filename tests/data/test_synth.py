@@ -31,12 +31,10 @@ from engine.data.synth import (
 )
 from engine.data.world import make_video
 from engine.protocol import REALTIME_SYSTEM_PROMPT, SILENCE, VIDEO
+from tests.paths import MOSS_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = next(
-    (p for p in (ROOT / "shared/data/moss-demo", ROOT.parent / "shared/data/moss-demo") if p.is_dir()), None
-)
-needs_demo = pytest.mark.skipif(DEMO is None, reason="shared/data/moss-demo not present")
+DEMO = MOSS_DEMO
 LONG = " ".join(f"word{i}" for i in range(60))
 
 
@@ -62,7 +60,6 @@ def _silent(piece: str) -> bool:
 # Layout
 
 
-@needs_demo
 def test_checker_accepts_every_reference_record():
     records = _load("mllm_realtime_sft_demo.json")
     assert len(records) == 100
@@ -107,7 +104,6 @@ def _mutations():
     ]  # fmt: skip
 
 
-@needs_demo
 @pytest.mark.parametrize("mutate", _mutations(), ids=lambda f: f.__name__)
 def test_checker_rejects_broken_records(mutate):
     rec = copy.deepcopy(_load("mllm_realtime_sft_demo.json")[0])
@@ -116,7 +112,6 @@ def test_checker_rejects_broken_records(mutate):
         check_realtime_record(rec)
 
 
-@needs_demo
 def test_world_records_match_the_reference_structure():
     ref = _load("mllm_realtime_sft_demo.json")[0]
     ref_info = json.loads(ref["videos"][0][len(INFO_PREFIX) :])
@@ -316,7 +311,6 @@ def test_frames_for_record_renders_the_records_frames():
     assert np.array_equal(synth.WorldFrames(32)(rec, 3), frames[:3])  # the loader's FrameProvider
 
 
-@needs_demo
 def test_offline_records_match_the_reference_format():
     ref = _load("mllm_offline_sft_demo.json")[0]
     for seed in range(10):
