@@ -71,6 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="attention kernels: PyTorch SDPA (default) or flash-attn 2/4 on a CUDA GPU (also MOSS_ATTENTION)",
     )
+    p.add_argument(
+        "--mode",
+        choices=["moss", "stock"],
+        default=None,
+        help="run the checkpoint as MOSS-Video-Preview or stock Llama-3.2-Vision (default: what config.json says)",
+    )
+    p.add_argument(
+        "--decoding",
+        choices=["auto", "greedy", "sample"],
+        default="auto",
+        help="auto = what the checkpoint's authors use (its generation_config.json; greedy without one)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (overrides the checkpoint's)"
+    )
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (0 = all)")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="sample from the smallest set of this probability"
+    )
+    p.add_argument("--repetition-penalty", type=float, default=None, help="penalty for tokens already said")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--fps", type=float, default=1.0, help="frames per second that enter the model")
     p.add_argument("--memory-frames", type=int, default=64, help="visual memory capacity (frames)")
     p.add_argument(
@@ -127,6 +148,10 @@ class Printer:
         if k == "SessionStart":
             note = "" if ev.trained else "  (no trained model is bundled: this is an untrained random model)"
             self._line(f"[{fmt(ev.t)}] session {ev.session_id} on {ev.source}{note}")
+            if ev.mode:
+                self._line(
+                    f"[{fmt(ev.t)}] model: {model_name(ev.model)}, {ev.mode} mode, decoding: {ev.decoding}"
+                )
         elif k == "TurnStart" and ev.turn > 0:
             self._line(f"[{fmt(ev.t)}] you: {ev.question}")
         elif k == "Revision":
@@ -157,6 +182,14 @@ class Printer:
         self.out.flush()
 
 
+def model_name(source: str) -> str:
+    from engine.bundled import MODEL_DIR
+
+    if not source or Path(source).resolve() == MODEL_DIR.resolve():
+        return "the bundled model"
+    return source
+
+
 def _at_video_time(ev, video_t: float):
     """Print times on the video's clock: the same numbers live and replayed with --fast."""
     import dataclasses
@@ -172,7 +205,7 @@ def run_headless(args) -> int:
     asks = args.ask or (DEMO_QUESTIONS if args.source == "demo" else [])
     questions = sorted((parse_ask(a) for a in asks), key=lambda q: q.at)
     try:
-        if args.int8 and not args.model:
+        if (args.int8 or args.mode) and not args.model:
             from engine.bundled import MODEL_DIR
 
             args.model = str(MODEL_DIR)
@@ -183,6 +216,7 @@ def run_headless(args) -> int:
                 dtype=args.dtype,
                 local_only=args.local_only,
                 quantize="int8" if args.int8 else None,
+                mode=args.mode,
             )
             model.trained = True
         else:
@@ -201,6 +235,12 @@ def run_headless(args) -> int:
         realtime=not args.fast,
         transcript_dir=transcript_dir,
         transcript_path=args.transcript,
+        decoding=args.decoding,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
     )
     try:
         session = Session(model, config=cfg)

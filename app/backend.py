@@ -96,6 +96,7 @@ class EngineBackend:
                     local_only=settings.local_only,
                     progress=download_progress_class(report),
                     quantize=quantize,
+                    mode=None if settings.mode == "auto" else settings.mode,
                 )
                 handle.trained = getattr(handle, "trained", True)
                 name = settings.model
@@ -115,7 +116,8 @@ class EngineBackend:
             system_prompt=settings.system_prompt or None,  # None: the model's own prompt
             max_context=settings.max_context,
             realtime=True,
-            temperature=settings.temperature,
+            decoding=settings.decoding,
+            temperature=settings.temperature or None,  # 0: the checkpoint's own
             transcript_dir=transcript_dir,
         )
         return Session(model.handle, config=cfg)

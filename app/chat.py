@@ -105,7 +105,8 @@ class ChatLog:
     def _on_SessionStart(self, ev: E.SessionStart) -> bool:
         self.trained = ev.trained
         source = PurePath(ev.source).name if ("/" in ev.source or "\\" in ev.source) else ev.source
-        self.add_note(f"Session started on {source} (model: {ev.model or 'bundled'}).", ev.t)
+        how = f", {ev.mode} mode, decoding: {ev.decoding}" if ev.mode else ""
+        self.add_note(f"Session started on {source} (model: {ev.model or 'bundled'}{how}).", ev.t)
         if not ev.trained:
             self.add_note("This model is untrained (random weights): its answers are noise.", ev.t)
         return True

@@ -32,7 +32,11 @@ class Settings:
     fps: float = 1.0  # frames per second that enter the model (the published model saw 1 fps)
     memory_frames: int = 64  # visual memory capacity in frames
     max_context: int = 4096  # text context in tokens
-    temperature: float = 0.0  # 0 = greedy
+    mode: str = "auto"  # how to run the checkpoint: "auto" (what its config.json says), "moss" or "stock"
+    # "auto" (what the checkpoint's authors use: its generation_config.json, greedy without one),
+    # "greedy" or "sample"
+    decoding: str = "auto"
+    temperature: float = 0.0  # sampling temperature; 0 = the checkpoint's own
     system_prompt: str = ""  # "" = the real-time system prompt the model was trained with
     local_only: bool = False  # True blocks every network use (no hub downloads)
     voice: bool = False  # listen to the microphone (push-to-talk, and barge-in when always listening)
@@ -133,6 +137,8 @@ CHECKS: dict[str, Check] = {
     "fps": _number(0.1, 30.0),
     "memory_frames": _integer(1, 4096),
     "max_context": _integer(256, 131072),
+    "mode": _choice("auto", "moss", "stock"),
+    "decoding": _choice("auto", "greedy", "sample"),
     "temperature": _number(0.0, 2.0),
     "system_prompt": _text,
     "local_only": _bool,

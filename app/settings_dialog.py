@@ -50,9 +50,18 @@ class SettingsDialog(QtWidgets.QDialog):
         self.context.setRange(256, 131072)
         self.context.setSingleStep(256)
         self.context.setAccessibleName("Text context in tokens")
+        self.mode = _combo(("auto", "moss", "stock"), "Run the checkpoint as")
+        self.mode.setToolTip(
+            "auto: what the checkpoint's config.json says (MOSS-Video-Preview or stock Llama-3.2-Vision)"
+        )
+        self.decoding = _combo(("auto", "greedy", "sample"), "Decoding")
+        self.decoding.setToolTip(
+            "auto: what the checkpoint's authors use (its generation_config.json; greedy without one)"
+        )
         self.temperature = QtWidgets.QDoubleSpinBox()
         self.temperature.setRange(0.0, 2.0)
         self.temperature.setSingleStep(0.1)
+        self.temperature.setSpecialValueText("the model's")
         self.temperature.setAccessibleName("Sampling temperature")
         self.prompt = QtWidgets.QPlainTextEdit()
         self.prompt.setPlaceholderText("empty = the real-time system prompt the model was trained with")
@@ -85,6 +94,8 @@ class SettingsDialog(QtWidgets.QDialog):
         form.addRow("Frames per second", self.fps)
         form.addRow("Memory (frames)", self.memory)
         form.addRow("Context (tokens)", self.context)
+        form.addRow("Mode", self.mode)
+        form.addRow("Decoding", self.decoding)
         form.addRow("Temperature", self.temperature)
         form.addRow("System prompt", self.prompt)
         form.addRow("", self.local_only)
@@ -121,6 +132,8 @@ class SettingsDialog(QtWidgets.QDialog):
         self.fps.setValue(s.fps)
         self.memory.setValue(s.memory_frames)
         self.context.setValue(s.max_context)
+        self.mode.setCurrentText(s.mode)
+        self.decoding.setCurrentText(s.decoding)
         self.temperature.setValue(s.temperature)
         self.prompt.setPlainText(s.system_prompt)
         self.local_only.setChecked(s.local_only)
@@ -145,6 +158,8 @@ class SettingsDialog(QtWidgets.QDialog):
             fps=round(self.fps.value(), 3),
             memory_frames=self.memory.value(),
             max_context=self.context.value(),
+            mode=self.mode.currentText(),
+            decoding=self.decoding.currentText(),
             temperature=round(self.temperature.value(), 3),
             system_prompt=self.prompt.toPlainText().strip(),
             local_only=self.local_only.isChecked(),

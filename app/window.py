@@ -590,7 +590,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._apply_look()
         self._ptt_key = desktop.key_from_text(new.push_to_talk_key)
         self.mic_btn.setToolTip(f"Hold to talk ({new.push_to_talk_key})")
-        model_keys = ("model", "device", "dtype", "local_only")
+        model_keys = ("model", "device", "dtype", "local_only", "mode")
         if any(getattr(old, k) != getattr(new, k) for k in model_keys):
             if self.state == "idle":
                 self.load_model()
@@ -606,9 +606,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self._make_tts()
         if self.state != "idle" and any(
             getattr(old, k) != getattr(new, k)
-            for k in ("fps", "memory_frames", "max_context", "system_prompt", "temperature")
+            for k in ("fps", "memory_frames", "max_context", "system_prompt", "decoding", "temperature")
         ):
-            self.show_status("Frame rate, memory and prompt changes apply to the next session.")
+            self.show_status("Frame rate, memory, prompt and decoding changes apply to the next session.")
 
     def _save_settings(self) -> None:
         try:

@@ -84,13 +84,25 @@ class VideoConfig:
     pool_stride: int = 4  # 2D average pooling of the patch grid (1 = none); CLS is kept
     vision_full_attention: bool = True  # MOSS attends the padding slots; stock masks pad-to-pad
     xattn_rope: bool = True  # RoPE in cross-attention at the frame's <|image|> text position
-    # Which hidden state is tapped for layer i of `intermediate_layers`: the INPUT of layer i (Meta's
-    # reference and transformers <= 4.5x, what the published checkpoints were trained with) or the
-    # OUTPUT of layer i (transformers 5.x). input_of(i) == output_of(i - 1).
+    # Which hidden state is tapped for layer i of `intermediate_layers`: the INPUT of layer i or its
+    # OUTPUT; input_of(i) == output_of(i - 1). MOSS: the input (its modeling code collects the hidden
+    # states before each layer, as transformers <= 4.5x and Meta's reference do). Stock: the output,
+    # what the pinned transformers (5.17) runs for Llama-3.2-Vision (its authors' code path today).
     feature_taps: str = "layer_input"
-    # Tokens before the first frame: "none" sees no frame (correct); "all" reproduces stock Mllama,
-    # where such rows attend to every frame (its mask bug). Only matters offline.
+    # Tokens before the first frame: "none" sees no frame; "all" attends to every frame, as stock
+    # Mllama in transformers does (its cross-attention mask leaves such rows unmasked and only their
+    # MLP is zeroed). MOSS: "none", what its real-time path does (the stream's prefix is run before
+    # any frame exists). Only matters for an offline pass with text before the first frame.
     empty_rows: str = "none"
+    # Stock Mllama runs a one-tile frame as max_num_tiles tiles (the frame, then empty tiles that its
+    # tokens attend to; transformers and Meta's reference alike). True = the same (exact; the tower
+    # does max_num_tiles x the work); False = the frame's tile alone (faster, not the reference).
+    # Only for a masked (stock) tower; MOSS runs one tile per frame with full attention.
+    pad_tiles: bool = False
+    # How a frame becomes a tile: "reference" = the Mllama image processor's (sizes floored, at least
+    # the tile on the long side, PIL bilinear); "fast" = OpenCV INTER_AREA with rounded sizes (what
+    # the bundled model was trained on).
+    resize: str = "reference"
     image_token_id: int = 128256
 
     def __post_init__(self):
@@ -100,11 +112,21 @@ class VideoConfig:
             raise ConfigError("moss_video.feature_taps must be 'layer_input' or 'layer_output'.")
         if self.empty_rows not in ("none", "all"):
             raise ConfigError("moss_video.empty_rows must be 'none' or 'all'.")
+        if self.resize not in ("reference", "fast"):
+            raise ConfigError("moss_video.resize must be 'reference' or 'fast'.")
         if self.pool_stride < 1:
             raise ConfigError("moss_video.pool_stride must be at least 1.")
 
 
-STOCK = VideoConfig(mode="stock", pool_stride=1, vision_full_attention=False, xattn_rope=False)
+STOCK = VideoConfig(
+    mode="stock",
+    pool_stride=1,
+    vision_full_attention=False,
+    xattn_rope=False,
+    feature_taps="layer_output",
+    empty_rows="all",
+    pad_tiles=True,
+)
 MOSS = VideoConfig()
 
 
@@ -297,17 +319,41 @@ def _text_from_hf(t: dict[str, Any]) -> TextConfig:
     )
 
 
+MODES = ("moss", "stock")
+
+
+def detect_mode(d: dict[str, Any]) -> tuple[str, str]:
+    """(mode, why) from what a config.json really says. The published MOSS-Video-Preview checkpoints
+    name the architecture VideoMllamaForConditionalGeneration and map auto classes to their remote
+    code (configuration_video_mllama / modeling_video_mllama), with model_type "mllama"; our own
+    saves carry a moss_video section; stock Llama-3.2-Vision says MllamaForConditionalGeneration."""
+    stored = d.get("moss_video")
+    if isinstance(stored, dict):
+        return str(stored.get("mode", "moss")), "its moss_video section"
+    archs = [str(a) for a in (d.get("architectures") or []) if isinstance(a, str)]
+    for a in archs:
+        if "video" in a.lower() or "moss" in a.lower():
+            return "moss", f"architecture {a}"
+    auto_map = d.get("auto_map")
+    if isinstance(auto_map, dict):
+        for target in auto_map.values():
+            t = " ".join(target) if isinstance(target, list) else str(target)
+            if "video_mllama" in t.lower() or "moss" in t.lower():
+                return "moss", f"auto_map to {t}"
+    name = str(d.get("_name_or_path", ""))
+    if "moss" in name.lower():
+        return "moss", f"name {name}"
+    return "stock", f"architecture {archs[0]}" if archs else "no MOSS marker"
+
+
 def _video_from_hf(d: dict[str, Any], mode: str | None, image_token_id: int) -> VideoConfig:
     stored = d.get("moss_video")
     if stored is not None and not isinstance(stored, dict):
         raise ConfigError("config.json: moss_video must be a JSON object.")
+    if mode is not None and mode not in MODES:
+        raise ConfigError(f"mode must be 'moss' or 'stock', not {mode!r}.")
     if mode is None:
-        if stored is not None:
-            mode = stored.get("mode", "moss")
-        else:
-            # Published MOSS checkpoints ship remote code and name themselves; stock Llama does not.
-            names = " ".join(d.get("architectures") or []) + " " + str(d.get("_name_or_path", ""))
-            mode = "moss" if "moss" in names.lower() else "stock"
+        mode, _why = detect_mode(d)
     base = MOSS if mode == "moss" else STOCK
     fields = {f.name for f in dataclasses.fields(VideoConfig)}
     kw = dataclasses.asdict(base)
@@ -352,7 +398,7 @@ def tiny(mode: str = "moss", image_token_id: int | None = None, **text_overrides
     tkw.update(text_overrides)
     text = TextConfig(**tkw)
     img = text.vocab_size if image_token_id is None else image_token_id
-    video = dataclasses.replace(MOSS if mode == "moss" else STOCK, image_token_id=img)
+    video = dataclasses.replace(MOSS if mode == "moss" else STOCK, image_token_id=img, resize="fast")
     return ModelConfig(vision=vision, text=text, video=video)
 
 

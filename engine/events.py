@@ -32,6 +32,8 @@ class SessionStart(Event):
     source: str  # what the user chose: a path, "webcam:0", "screen:1", "demo", "synthetic"
     model: str  # model folder or hub id
     trained: bool = True  # False when the model is an untrained random model (tests, no bundled weights)
+    mode: str = ""  # "moss" or "stock": how the checkpoint is run (engine.config.detect_mode or the user's)
+    decoding: str = ""  # how tokens are chosen, e.g. "greedy (...)" or "sampling (temperature 1, ...)"
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,9 @@ import torch
 from engine import cpustep
 from engine import events as E
 from engine import protocol as P
+from engine.decoding import Sampling, next_token
 from engine.fast import GraphDecoder
 from engine.memory import KVCache, VisualMemory
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0  # over the current speech segment
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -225,20 +218,7 @@ class StreamDecoder:
         return E.SpeechEnd(t, self.turn, self.segment_id, text, interrupted=interrupted)
 
     def _sample(self) -> int:
-        logits = self.logits.float() + self.ban
-        s = self.cfg.sampling
-        if s.repetition_penalty != 1.0 and self.seg_tokens:
-            idx = torch.tensor(sorted(set(self.seg_tokens)), device=logits.device)
-            vals = logits[idx]
-            logits[idx] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
-        if s.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / s.temperature, -1).cpu()
-        if s.top_p < 1.0:
-            sp, si = probs.sort(descending=True)
-            keep = sp.cumsum(0) - sp < s.top_p
-            probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
-        return int(torch.multinomial(probs, 1, generator=self.gen))
+        return next_token(self.logits.float() + self.ban, self.cfg.sampling, self.seg_tokens, self.gen)
 
     def _banned_tokens(self) -> torch.Tensor:
         V = self.model.cfg.text.vocab_size

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.config import ConfigError, ModelConfig
+from engine.decoding import DecodingError, read_generation_config
 from engine.model import Model, rope_inv_freq
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -53,8 +54,23 @@ def saved_key(key: str) -> str:
     return key if key.startswith("lm_head.") else "model." + key
 
 
+# The published MOSS-Video-Preview checkpoints go by two organisation names: the one their model cards
+# and scripts use (fnlp-vision) and the team's (OpenMOSS-Team). Either spelling finds the same weights.
+_MOSS = ("moss-video-preview-base", "moss-video-preview-sft", "moss-video-preview-realtime-sft")
+HUB_ALIASES: dict[str, tuple[str, ...]] = {}
+for _name in _MOSS:
+    _ids = (f"fnlp-vision/{_name}", f"OpenMOSS-Team/{_name}")
+    for _i in _ids:
+        HUB_ALIASES[_i.lower()] = _ids
+
+
+def hub_candidates(repo_id: str) -> list[str]:
+    """The id as given, then the other spellings of the same checkpoint."""
+    return [repo_id] + [a for a in HUB_ALIASES.get(repo_id.lower(), ()) if a.lower() != repo_id.lower()]
+
+
 def resolve(path: str | os.PathLike, local_only: bool = False, progress: Callable | None = None) -> Path:
-    """A local folder, or a hub id downloaded into the hub cache. Raises LoadError."""
+    """A local folder, or a hub id (or its alias) from the hub cache or downloaded. Raises LoadError."""
     p = Path(path).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -63,24 +79,30 @@ def resolve(path: str | os.PathLike, local_only: bool = False, progress: Callabl
     s = str(path)
     if not HUB_ID.match(s):
         raise LoadError(f"Model folder {s} does not exist.")
-    if local_only:
-        raise LoadError(f"{s} is not a local folder and network use is switched off (local only).")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise LoadError("Downloading from the hub needs the huggingface_hub package.") from None
-    try:
-        # Only what we load: config, safetensors and tokenizer files. No code, no pickles.
-        folder = snapshot_download(
-            repo_id=s,
-            allow_patterns=["*.json", "*.safetensors", "tokenizer*"],
-            tqdm_class=progress,
-        )
-    except Exception as e:  # network errors come in many types
-        raise LoadError(
-            f"Could not download {s} from the hub ({type(e).__name__}); check the id and network."
-        ) from None
-    return Path(folder)
+    # Only what we load: config, safetensors and tokenizer files. No code, no pickles.
+    kw = dict(allow_patterns=["*.json", "*.safetensors", "tokenizer*"], tqdm_class=progress)
+    for repo in hub_candidates(s):  # already downloaded under either spelling: no network needed
+        try:
+            return Path(snapshot_download(repo_id=repo, local_files_only=True, **kw))
+        except Exception:
+            continue
+    if local_only:
+        raise LoadError(f"{s} is not a local folder or in the hub cache, and network use is off (local only).")
+    last = None
+    for repo in hub_candidates(s):
+        try:
+            return Path(snapshot_download(repo_id=repo, **kw))
+        except Exception as e:  # network errors come in many types
+            last = e
+            if type(e).__name__ not in ("RepositoryNotFoundError", "GatedRepoError"):
+                break  # the network, not the name: an alias would fail the same way
+    raise LoadError(
+        f"Could not download {s} from the hub ({type(last).__name__}); check the id and network."
+    ) from None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -144,7 +166,9 @@ def load_model(
 ) -> Model:
     """Load a checkpoint folder or hub id. Returns a Model in eval mode with `.tokenizer` (or None).
 
-    dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock".
+    dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock" (None: what
+    config.json says, `engine.config.detect_mode`). generation_config.json, when present, becomes
+    `.generation_config` (the decoding its authors use, `engine.decoding.checkpoint_defaults`).
     video: overrides of VideoConfig fields (e.g. {"feature_taps": "layer_output"}).
     quantize: "int8" = int8 weight-only text decoder (`quantize_int8`: about half the bf16 weight memory;
     the weights are read on the CPU and quantized module by module on their way to `device`);
@@ -189,6 +213,10 @@ def load_model(
     model.eval()
     model.tokenizer = _load_tokenizer(folder)
     model.generation = _load_generation(folder)
+    try:
+        model.generation_config = read_generation_config(folder)
+    except DecodingError as e:
+        raise LoadError(str(e)) from None
     model.source = str(path)
     return model
 
@@ -331,4 +359,7 @@ def save_model(model: Model, folder: str | os.PathLike, tokenizer=None, max_shar
     gen = getattr(model, "generation", None)
     if gen:
         (folder / "generation.json").write_text(json.dumps(gen, indent=2) + "\n")
+    gen_config = getattr(model, "generation_config", None)
+    if gen_config:
+        (folder / "generation_config.json").write_text(json.dumps(gen_config, indent=2) + "\n")
     return folder

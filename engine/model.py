@@ -173,14 +173,19 @@ class GatedPositionalEmbedding(nn.Module):
 
 
 class VisionTower(nn.Module):
-    # One tile per frame, aspect-ratio id 1 (the 1x1 layout): only tile 0 of the tile tables is used.
+    # One tile per frame, aspect-ratio id 1 (the 1x1 layout): tile 0 of the tile tables holds the frame.
     ASPECT_RATIO_ID = 1
 
-    def __init__(self, c: VisionConfig, full_attention: bool, taps_are_inputs: bool):
+    def __init__(self, c: VisionConfig, full_attention: bool, taps_are_inputs: bool, pad_tiles: bool = False):
         super().__init__()
         self.c = c
         self.full_attention = full_attention
         self.taps_are_inputs = taps_are_inputs
+        # Stock Mllama (transformers and Meta's reference) runs a one-tile image as max_num_tiles tiles:
+        # the frame's tile, then empty ones. Its mask only stops an empty token attending another
+        # empty token, so the frame's tokens attend to the empty tiles too: their result depends on
+        # them. pad_tiles runs them (max_num_tiles x the tower's work) and keeps the frame's tile.
+        self.tiles = c.max_num_tiles if pad_tiles and not full_attention else 1
         self.patch_embedding = nn.Conv2d(
             c.num_channels, c.hidden_size, c.patch_size, c.patch_size, bias=False
         )
@@ -193,32 +198,41 @@ class VisionTower(nn.Module):
         self.transformer = Encoder(c, c.num_layers, gated=False)
         self.global_transformer = Encoder(c, c.num_global_layers, gated=True)
 
-    def _tile0(self, emb: nn.Embedding, per_token: int) -> torch.Tensor:
+    def _tiles(self, emb: nn.Embedding, per_token: int) -> torch.Tensor:
+        """The 1x1 layout's rows for the tiles that run: (tiles, per_token, D)."""
         w = emb.weight[self.ASPECT_RATIO_ID].view(self.c.max_num_tiles, per_token, self.c.hidden_size)
-        return w[0]  # (per_token, D)
+        return w[: self.tiles]
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (F, 3, S, S) normalised -> features (F, num_patches, vision_output_dim)."""
-        c = self.c
+    def forward(self, pixels: torch.Tensor, all_tiles: bool = False) -> torch.Tensor:
+        """pixels (F, 3, S, S) normalised -> features (F, num_patches, vision_output_dim); with
+        all_tiles, every tile that ran, one after the other (F, tiles * num_patches, ...)."""
+        c, T = self.c, self.tiles
         w = self.patch_embedding.weight
         x = self.patch_embedding(pixels.to(w.device, w.dtype))  # (F, D, g, g)
         x = x.flatten(2).transpose(1, 2)  # (F, g*g, D)
+        Fn, gg, D = x.shape
+        if T > 1:  # the empty tiles: zero pixels embed to zero (the patch conv has no bias)
+            x = torch.cat([x[:, None], x.new_zeros(Fn, T - 1, gg, D)], dim=1)
+        else:
+            x = x[:, None]
         pre = self.pre_tile_positional_embedding
-        x = x + self._tile0(pre.embedding, 1) * pre.gate.tanh()
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1)  # (F, N, D)
+        x = x + self._tiles(pre.embedding, 1) * pre.gate.tanh()  # (F, T, g*g, D)
+        cls = self.class_embedding.to(x.dtype).expand(Fn, T, 1, -1)
+        x = torch.cat([cls, x], dim=2)  # (F, T, n, D)
         pos = self.gated_positional_embedding
         g = pos.gate.tanh()
-        x = x + (1 - g) * pos.embedding + g * self._tile0(pos.tile_embedding, c.num_patches)
+        x = x + (1 - g) * pos.embedding + g * self._tiles(pos.tile_embedding, c.num_patches)
         x = self.layernorm_pre(x)
-        n = x.shape[1]
-        pad = (8 - n % 8) % 8  # the encoder runs on a multiple of 8 tokens
-        x = F.pad(x, (0, 0, 0, pad))
+        n = x.shape[2]
+        pad = (8 - n % 8) % 8  # the encoder runs on a multiple of 8 tokens per tile
+        x = F.pad(x, (0, 0, 0, pad)).flatten(1, 2)  # (F, T * (n + pad), D)
         mask = None
-        if not self.full_attention and pad:
-            # Stock Mllama's mask: a padding query may not attend a padding key (and nothing else).
-            is_pad = torch.arange(n + pad, device=x.device) >= n
-            mask = ~(is_pad[:, None] & is_pad[None, :])  # True = may attend
+        if not self.full_attention and (pad or T > 1):
+            # Stock Mllama's mask: an empty token (padding, or any token of an empty tile) may not
+            # attend another empty token; everything else attends everything.
+            idx = torch.arange(T * (n + pad), device=x.device)
+            empty = (idx % (n + pad) >= n) | (idx >= n + pad)
+            mask = ~(empty[:, None] & empty[None, :])  # True = may attend
         taps = set(c.intermediate_layers)
         tapped = []
         for i, layer in enumerate(self.transformer.layers):
@@ -229,11 +243,14 @@ class VisionTower(nn.Module):
                 tapped.append(x)
         x = self.layernorm_post(x)
         post = self.post_tile_positional_embedding
-        x = x + self._tile0(post.embedding, 1) * post.gate.tanh()
+        x = (x.unflatten(1, (T, n + pad)) + self._tiles(post.embedding, 1) * post.gate.tanh()).flatten(1, 2)
         for layer in self.global_transformer.layers:
             x = layer(x, mask)
-        inter = torch.stack(tapped, dim=-1).flatten(-2)  # (F, n+pad, D*k), interleaved as Mllama
-        return torch.cat([x, inter], dim=-1)[:, :n]
+        inter = torch.stack(tapped, dim=-1).flatten(-2)  # (F, T*(n+pad), D*k), interleaved as Mllama
+        out = torch.cat([x, inter], dim=-1)
+        if all_tiles:
+            return out.unflatten(1, (T, n + pad))[:, :, :n].flatten(1, 2)
+        return out[:, :n]  # the frame's tile
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,6 +403,7 @@ class Model(nn.Module):
             cfg.vision,
             full_attention=v.vision_full_attention,
             taps_are_inputs=v.feature_taps == "layer_input",
+            pad_tiles=v.pad_tiles,
         )
         self.multi_modal_projector = nn.Linear(cfg.vision.vision_output_dim, cfg.text.hidden_size)
         self.language_model = TextModel(cfg.text)
@@ -439,13 +457,14 @@ class Model(nn.Module):
     # None. A plain tuple: not a submodule, so the state dict and .to() do not see it.
     fp8_vision: tuple[nn.Module, nn.Module] | None = None
 
-    def encode_frames(self, pixels: torch.Tensor, fp8: bool = False) -> torch.Tensor:
+    def encode_frames(self, pixels: torch.Tensor, fp8: bool = False, all_tiles: bool = False) -> torch.Tensor:
         """pixels (F, 3, S, S) normalised -> cross-attention states (F, N, C): tower, pool, projector.
-        fp8: through the FP8 copy of the tower and projector when the model has one."""
+        fp8: through the FP8 copy of the tower and projector when the model has one. all_tiles: the
+        empty tiles' states after the frame's (stock, pad_tiles; see VisionTower)."""
         tower, projector = self.vision_model, self.multi_modal_projector
         if fp8 and self.fp8_vision is not None:
             tower, projector = self.fp8_vision
-        feats = tower(pixels)  # (F, 1 + g*g, Dv)
+        feats = tower(pixels, all_tiles) if all_tiles else tower(pixels)  # (F, 1 + g*g, Dv)
         s = self.cfg.video.pool_stride
         if s > 1:
             # MOSS: keep CLS, average-pool the patch grid (g x g -> g/s x g/s) before the projector.
@@ -520,14 +539,14 @@ class Model(nn.Module):
         return lm.norm(x)
 
     # ---- offline ---------------------------------------------------------------------------------
-    def frame_memory(self, pixel_values, frames_per_sample, image_pos, flat_pos):
+    def frame_memory(self, pixel_values, frames_per_sample, image_pos, flat_pos, all_tiles=False):
         """Encode frames of a batch and lay them out per sample.
 
         pixel_values (sumF, 3, S, S); frames_per_sample list[int]; image_pos (B, Fmax) text positions of
         each sample's frames; flat_pos (sumF,) the same positions, sample after sample.
         Returns xkv per layer (B, KV, Fmax*N, D).
         """
-        states = self.encode_frames(pixel_values)  # (sumF, N, C)
+        states = self.encode_frames(pixel_values, all_tiles=all_tiles)  # (sumF, N, C)
         k, v = self.project_memory(states)  # (sumF, Lx, N, KV, D)
         k = self.finalize_keys(k, flat_pos)
         B, Fmax = image_pos.shape
@@ -575,8 +594,14 @@ class Model(nn.Module):
             j = torch.arange(len(nz), device=dev) - first[nz[:, 0]]
             image_pos = torch.full((B, Fmax), -1, dtype=torch.long, device=dev)
             image_pos[nz[:, 0], j] = nz[:, 1]
-            xkv = self.frame_memory(pixel_values, frames_per_sample, image_pos, nz[:, 1])
-            N = self.tokens_per_frame
+            # stock Mllama lets rows that see no frame attend to the empty tiles too (below)
+            all_tiles = (
+                self.cfg.video.empty_rows == "all"
+                and self.vision_model.tiles > 1
+                and bool((n_vis == 0).any())
+            )
+            xkv = self.frame_memory(pixel_values, frames_per_sample, image_pos, nz[:, 1], all_tiles)
+            N = self.tokens_per_frame * (self.vision_model.tiles if all_tiles else 1)
             key_frame = torch.arange(Fmax * N, device=dev) // N  # (S,)
             see = n_vis.clone()
             if self.cfg.video.empty_rows == "all":
@@ -587,7 +612,11 @@ class Model(nn.Module):
                 row_attn = (see > 0).to(row.dtype)[..., None]
             else:
                 see = see.clamp(min=1)  # avoid fully masked rows (NaN); their output is zeroed by row_attn
-            xmask = (key_frame[None, None, :] < see[:, :, None])[:, None]  # (B, 1, T, S)
+            xmask = key_frame[None, None, :] < see[:, :, None]  # (B, T, S)
+            if all_tiles:  # a row that sees frames sees their own tiles; the empty tiles only empty rows
+                own = torch.arange(Fmax * N, device=dev) % N < self.tokens_per_frame
+                xmask = xmask & (own[None, None, :] | (n_vis == 0)[:, :, None])
+            xmask = xmask[:, None]  # (B, 1, T, S)
         h = self.forward_text(input_ids, pos, xkv, xmask, row_attn, row_mlp, pad_mask=pad_mask)
         return h
 

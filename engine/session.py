@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine import decoding
 from engine import events as E
 from engine import protocol as P
 from engine.fast import GraphPerception
-from engine.generation import Sampling, StreamConfig, StreamDecoder
+from engine.generation import StreamConfig, StreamDecoder
 from engine.preprocess import batch_pixels
 from engine.queues import LatestMailbox, SPSCRing, Wakeup
 from engine.sources import FrameSource, SourceError, open_source
@@ -56,11 +57,32 @@ class SessionConfig:
     # replay (realtime=False): like a live stream at this decode speed, the model may say up to this
     # many tokens after a frame before the next frame enters (lossless: nothing is dropped)
     replay_tokens_per_frame: int = 150
-    temperature: float = 0.0
+    # decoding: "auto" = what the checkpoint's authors use (its generation_config.json; greedy without
+    # one), "greedy" or "sample"; the numbers below, when set, override the checkpoint's
+    decoding: str = "auto"
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    seed: int = 0  # sampling seed: the same stream and seed say the same words
     transcript_dir: Path | None = None  # write <dir>/<session_id>.jsonl as events happen
     transcript_path: Path | None = None  # or exactly this file (wins over transcript_dir)
     stats_every_s: float = 1.0
     torch_threads: int | None = None  # CPU: intra-op threads per channel (None: half the cores)
+
+
+def session_sampling(model, cfg: SessionConfig) -> decoding.Sampling:
+    """The session's decoding: the user's choice over what the checkpoint's authors use."""
+    defaults = decoding.checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode)
+    return decoding.choose(
+        cfg.decoding,
+        defaults,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        repetition_penalty=cfg.repetition_penalty,
+        seed=cfg.seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class Session:
         if self.tok is None:
             raise ValueError("the model folder has no tokenizer.json; a tokenizer is required")
         self.cfg = config
+        self.sampling = session_sampling(model, config)  # raises DecodingError (a ValueError) on bad values
         self.session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.transcript_path: Path | None = None
         self._out: collections.deque[E.Event] = collections.deque()
@@ -107,7 +130,7 @@ class Session:
                 keep_first=cfg.keep_first,
                 max_context=cfg.max_context,
                 max_segment_tokens=cfg.max_segment_tokens,
-                sampling=Sampling(temperature=cfg.temperature),
+                sampling=self.sampling,
             ),
             clock=self.clock,
         )
@@ -132,7 +155,15 @@ class Session:
         spec = source if isinstance(source, str) else getattr(source, "name", type(source).__name__)
         trained = bool(getattr(self.model, "trained", True))
         self._emit(
-            E.SessionStart(0.0, self.session_id, str(spec), str(getattr(self.model, "source", "")), trained)
+            E.SessionStart(
+                0.0,
+                self.session_id,
+                str(spec),
+                str(getattr(self.model, "source", "")),
+                trained,
+                mode=self.model.cfg.video.mode,
+                decoding=self.sampling.describe(),
+            )
         )
         self._emit(E.TurnStart(0.0, 0, ""))
         if next(self.model.parameters()).device.type == "cpu":
@@ -310,7 +341,7 @@ class Session:
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext(),
             ):
                 # the upload is enqueued on the perception stream too, so the encoder reads it in order
-                k, v = encode(batch_pixels([frame.image], size))
+                k, v = encode(batch_pixels([frame.image], size, model.cfg.video.resize))
                 mem.stage(slot, k[0], v[0])
             self._perceive_times.append(time.monotonic() - t0)
             self.perception_log.append(self.clock())

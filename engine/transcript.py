@@ -576,6 +576,8 @@ def to_markdown(events: Iterable[Event]) -> str:
     if start:
         lines.append(f"- Source: `{start.source}`")
         lines.append(f"- Model: `{start.model}`" + ("" if start.trained else " (untrained)"))
+        if start.mode:
+            lines.append(f"- Run as: {start.mode} mode; decoding: {start.decoding}")
     duration = max((e.t for e in events), default=0.0)
     lines.append(f"- Duration: {_clock(duration)}")
     if end is None:

@@ -70,3 +70,16 @@ def test_missing_model_folder_is_one_sentence(tmp_path):
     r = run("--model", str(tmp_path / "nope"), "--source", "synthetic")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+
+
+def test_mode_and_decoding_are_the_users_and_recorded(tmp_path):
+    out = tmp_path / "t.jsonl"
+    r = run("--source", "synthetic", "--duration", "2", "--mode", "stock", "--decoding", "sample", "--seed", "5",
+            "--transcript", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "stock mode, decoding: sampling (temperature 1, top-k 50, seed 5" in r.stdout
+    start = json.loads(out.read_text().splitlines()[0])
+    assert start["kind"] == "SessionStart" and start["mode"] == "stock"
+    assert start["decoding"].startswith("sampling (temperature 1, top-k 50, seed 5")
+    bad = run("--source", "synthetic", "--duration", "1", "--top-p", "0")
+    assert bad.returncode == 2 and "top-p must be above 0" in bad.stderr and "Traceback" not in bad.stderr

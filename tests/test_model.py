@@ -110,9 +110,9 @@ def hf_logits(hf, ids, pixels):
 @pytest.mark.parametrize("n_frames", [1, 3])
 def test_stock_mode_matches_transformers(tmp_path, n_frames, old_keys):
     hf = make_hf(tmp_path, old_keys=old_keys)
-    # transformers 5.x taps the OUTPUT of each listed vision layer
-    ours = load_model(tmp_path, video={"feature_taps": "layer_output"})
+    ours = load_model(tmp_path)  # the defaults a user gets: stock mode, transformers' taps
     assert ours.cfg.video.mode == "stock" and ours.tokens_per_frame == 5
+    assert ours.cfg.video.feature_taps == "layer_output"  # transformers 5.x taps each layer's OUTPUT
     pixels = torch.randn(n_frames, 3, 28, 28)
     ids = stream_ids(n_frames)
     ref = hf_logits(hf, ids, pixels)
@@ -147,12 +147,14 @@ def test_layer_input_taps_equal_transformers_shifted(tmp_path):
 
 
 def test_empty_rows_both_behaviours(tmp_path):
-    """Tokens before the first frame: stock Mllama lets them see every frame; our default sees none."""
+    """Tokens before the first frame: stock Mllama (and so our stock default) lets them see every
+    frame; "none" (the MOSS default, what a real-time stream does) lets them see nothing."""
     hf = make_hf(tmp_path)
     pixels = torch.randn(2, 3, 28, 28)
     ids = torch.cat([torch.tensor([[5, 6, 7]]), stream_ids(2)], dim=1)  # text before the first frame
-    legacy = load_model(tmp_path, video={"feature_taps": "layer_output", "empty_rows": "all"})
-    correct = load_model(tmp_path, video={"feature_taps": "layer_output"})
+    legacy = load_model(tmp_path)  # the stock default
+    assert legacy.cfg.video.empty_rows == "all"
+    correct = load_model(tmp_path, video={"empty_rows": "none"})
     is_img = ids[0] == 320
     n_vis = is_img.long().cumsum(0)
     xmask = (torch.arange(2)[None, :] < n_vis[:, None]).long()

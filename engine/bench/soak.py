@@ -100,7 +100,7 @@ def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_
         if i % per_minute == 0:
             dec.ask(QUESTIONS[(i // per_minute) % len(QUESTIONS)])
         p0 = next(model.parameters())
-        px = batch_pixels([next(frames)], size).to(p0.device, p0.dtype)
+        px = batch_pixels([next(frames)], size, model.cfg.video.resize).to(p0.device, p0.dtype)
         kv = perceive(model, px)
         dec.add_frame(kv[0][0], kv[1][0], now[0])
         for _ in range(token_budget):

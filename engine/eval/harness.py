@@ -153,7 +153,7 @@ def perceive_frames(model, frames: np.ndarray, chunk: int = 32):
     size = model.cfg.vision.image_size
     ks, vs = [], []
     for i in range(0, len(frames), chunk):
-        k, v = perceive(model, batch_pixels(list(frames[i : i + chunk]), size))
+        k, v = perceive(model, batch_pixels(list(frames[i : i + chunk]), size, model.cfg.video.resize))
         ks.append(k)
         vs.append(v)
     return torch.cat(ks), torch.cat(vs)

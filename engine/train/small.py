@@ -59,7 +59,7 @@ def small_config(vocab_size: int, image_token_id: int) -> ModelConfig:
         cross_attention_layers=(1, 3, 5),
         max_position_embeddings=4096,
     )
-    video = dataclasses.replace(MOSS, pool_stride=1, image_token_id=image_token_id)
+    video = dataclasses.replace(MOSS, pool_stride=1, image_token_id=image_token_id, resize="fast")
     cfg = ModelConfig(vision=vision, text=text, video=video)
     cfg.validate()
     return cfg

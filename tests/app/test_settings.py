@@ -102,3 +102,32 @@ def test_platform_folders_env_override(monkeypatch, tmp_path):
     monkeypatch.delenv("MOSS_LIVE_HOME")
     p = AppPaths.from_platform()
     assert "moss-live" in str(p.config) and p.sessions.name == "sessions"
+
+
+def test_mode_and_decoding_from_the_dialog_reach_the_engine(make_window, qtbot, tmp_path, monkeypatch):
+    """The settings a user picks are the ones the model is loaded and the session is run with."""
+    w = make_window()
+    dlg = w.open_settings()
+    dlg.mode.setCurrentText("stock")
+    dlg.decoding.setCurrentText("greedy")
+    dlg.accept()
+    assert w.settings.mode == "stock" and w.settings.decoding == "greedy"
+    qtbot.waitUntil(lambda: w.backend.loads == 2, timeout=5000)  # a new mode reloads the model
+
+    import engine.loading
+    from app.backend import EngineBackend, LoadedModel
+    from engine.bundled import MODEL_DIR
+
+    seen = {}
+    real = engine.loading.load_model
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine.loading, "load_model", spy)
+    s = w.settings.replace(model=str(MODEL_DIR), device="cpu")
+    loaded = EngineBackend().load(s, lambda *a: None)
+    assert seen["mode"] == "stock" and loaded.handle.cfg.video.mode == "stock"
+    session = EngineBackend().new_session(LoadedModel(loaded.handle, "m", "cpu"), s, None)
+    assert session.sampling.greedy and session.sampling.origin == "chosen: greedy"
