@@ -25,7 +25,20 @@ class Question:
     text: str
 
 
+def lenient_text(s: str) -> tuple[str, str | None]:
+    """Text from argv or a pipe that may not be UTF-8 (its bytes then arrive as surrogate escapes):
+    read as Windows-1252 (Latin-1) instead, with a note saying so; None when it was fine."""
+    try:
+        s.encode("utf-8")
+        return s, None
+    except UnicodeEncodeError:
+        raw = s.encode("utf-8", "surrogateescape")
+    text = raw.decode("cp1252", "replace")
+    return text, f"{text!r} was not UTF-8 text; it was read as Latin-1 (Windows-1252)."
+
+
 def parse_ask(s: str) -> Question:
+    """ "T=QUESTION" (T seconds on the source's clock) or just "QUESTION" (at 0)."""
     t, sep, text = s.partition("=")
     try:
         at = float(t) if sep else 0.0
@@ -33,7 +46,70 @@ def parse_ask(s: str) -> Question:
         at, text = 0.0, s
     if not sep:
         text = s
+    if not (0.0 <= at < 1e9):  # nan, inf and negative times
+        raise argparse.ArgumentTypeError(
+            f"the time in {printable(s)!r} must be a number of seconds from 0 up"
+        )
     return Question(at, text)
+
+
+def printable(s: str) -> str:
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def number(lo: float, hi: float, what: str, lo_open: bool = False):
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with lo_open)."""
+
+    def check(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{printable(v)!r} is not a number ({what})") from None
+        if not (lo < x <= hi if lo_open else lo <= x <= hi):
+            side = "above" if lo_open else "from"
+            raise argparse.ArgumentTypeError(f"{what} must be {side} {lo:g} up to {hi:g}, not {v}")
+        return x
+
+    return check
+
+
+def whole(lo: int, hi: int, what: str):
+    """An argparse type: a whole number in [lo, hi]."""
+
+    def check(v: str) -> int:
+        try:
+            x = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{printable(v)!r} is not a whole number ({what})") from None
+        if not lo <= x <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be from {lo} to {hi}, not {v}")
+        return x
+
+    return check
+
+
+def device_name(v: str) -> str:
+    import re
+
+    if not re.fullmatch(r"cpu|mps|cuda(:\d{1,2})?", v):
+        raise argparse.ArgumentTypeError(f"{printable(v)!r} is not a device; use cpu, cuda, cuda:N or mps")
+    return v
+
+
+def output_with(suffix: str):
+    """An argparse type: an output file name that must end in `suffix` (checked before the run)."""
+
+    def check(v: str) -> Path:
+        if Path(v).suffix.lower() != suffix:
+            raise argparse.ArgumentTypeError(f"{printable(v)!r} must be a file name ending in {suffix}")
+        return Path(v)
+
+    return check
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one sentence, no usage block
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
 # What the headless demo asks of the bundled demo video (a procedural scene, seed 21): a count that
@@ -47,20 +123,30 @@ DEMO_QUESTIONS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="moss-live", description="Live video assistant (two-channel video-language model)."
-    )
+    p = Parser(prog="moss-live", description="Live video assistant (two-channel video-language model).")
     p.add_argument("--headless", action="store_true", help="no window: print the live conversation")
     p.add_argument("--source", default="demo", help="demo | webcam[:N] | screen[:N[:l,t,w,h]] | PATH")
     p.add_argument(
-        "--ask", action="append", default=[], metavar="T=QUESTION", help="ask QUESTION at second T"
+        "--ask",
+        action="append",
+        type=parse_ask,
+        default=[],
+        metavar="T=QUESTION",
+        help="ask QUESTION at second T",
     )
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--duration",
+        type=number(0, 1e7, "the duration in seconds", True),
+        default=None,
+        help="stop after this many seconds",
+    )
     p.add_argument("--transcript", type=Path, default=None, help="JSONL transcript (written as it goes)")
-    p.add_argument("--srt", type=Path, default=None, help="SRT subtitles of the conversation")
-    p.add_argument("--vtt", type=Path, default=None, help="WebVTT subtitles of the conversation")
+    p.add_argument("--srt", type=output_with(".srt"), default=None, help="SRT subtitles of the conversation")
+    p.add_argument(
+        "--vtt", type=output_with(".vtt"), default=None, help="WebVTT subtitles of the conversation"
+    )
     p.add_argument("--model", default=None, help="model folder or hub id (default: the bundled model)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
     p.add_argument(
         "--int8", action="store_true", help="int8 weight-only text decoder (half the weight memory)"
@@ -84,16 +170,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto = what the checkpoint's authors use (its generation_config.json; greedy without one)",
     )
     p.add_argument(
-        "--temperature", type=float, default=None, help="sampling temperature (overrides the checkpoint's)"
+        "--temperature",
+        type=number(0, 100, "the temperature"),
+        default=None,
+        help="sampling temperature (overrides the checkpoint's)",
     )
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (0 = all)")
     p.add_argument(
-        "--top-p", type=float, default=None, help="sample from the smallest set of this probability"
+        "--top-k",
+        type=whole(0, 10**7, "top-k"),
+        default=None,
+        help="sample from the k most likely tokens (0 = all)",
     )
-    p.add_argument("--repetition-penalty", type=float, default=None, help="penalty for tokens already said")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--fps", type=float, default=1.0, help="frames per second that enter the model")
-    p.add_argument("--memory-frames", type=int, default=64, help="visual memory capacity (frames)")
+    p.add_argument(
+        "--top-p",
+        type=number(0, 1, "top-p", True),
+        default=None,
+        help="sample from the smallest set of this probability",
+    )
+    p.add_argument(
+        "--repetition-penalty",
+        type=number(0, 100, "the repetition penalty", True),
+        default=None,
+        help="penalty for tokens already said",
+    )
+    p.add_argument("--seed", type=whole(0, 2**63 - 1, "the seed"), default=0, help="sampling seed")
+    p.add_argument(
+        "--fps",
+        type=number(0.1, 30, "the frame rate"),
+        default=1.0,
+        help="frames per second that enter the model",
+    )
+    p.add_argument(
+        "--memory-frames",
+        type=whole(1, 4096, "the visual memory in frames"),
+        default=64,
+        help="visual memory capacity (frames)",
+    )
     p.add_argument(
         "--fast", action="store_true", help="replay files as fast as possible (no real-time pacing)"
     )
@@ -139,8 +251,23 @@ class Printer:
         self.open_line = False
         self.last_silence_print = -1e9
         self.video_t = 0.0  # source time of the newest frame the model has seen
+        self.broken = False  # the reader went away (stdout closed): nothing more is printed
 
     def __call__(self, ev) -> None:
+        if self.broken:
+            return
+        try:
+            self._print(ev)
+        except BrokenPipeError:
+            self.broken = True
+            try:  # Python flushes stdout again at exit: point it at nothing so that cannot fail
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
+
+    def _print(self, ev) -> None:
         k = ev.kind
         if k == "FrameSeen":
             self.video_t = ev.source_t
@@ -161,7 +288,7 @@ class Printer:
             self._line(f"[{fmt(ev.t)}] assistant: ", end="")
             self.open_line = True
         elif k == "Token":
-            self.out.write(ev.text)
+            self.out.write(printable(ev.text))
             self.out.flush()
         elif k == "SpeechEnd":
             self.out.write(" [interrupted]\n" if ev.interrupted else "\n")
@@ -178,7 +305,7 @@ class Printer:
         if self.open_line:
             self.out.write("\n")
             self.open_line = False
-        self.out.write(s + end)
+        self.out.write(printable(s) + end)
         self.out.flush()
 
 
@@ -197,14 +324,73 @@ def _at_video_time(ev, video_t: float):
     return dataclasses.replace(ev, t=video_t) if ev.kind != "SessionStart" else ev
 
 
+class _Ended(Exception):
+    """SIGTERM (or SIGHUP) arrived: end the run as Ctrl-C does."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def say(message: str) -> None:
+    """One line to stderr; a closed stderr is not an error of ours."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def plan_outputs(args) -> tuple[Path | None, list[Path]] | str:
+    """The transcript and subtitle files, checked before anything runs: (transcript, subtitles), or
+    the one sentence that stops the run. A file this app did not write is never touched: the output
+    goes to a free name beside it, and the user is told."""
+    from engine.files import free_name
+    from engine.transcript import transcript_problem
+
+    transcript = args.transcript
+    if transcript is not None:
+        if transcript.is_dir():
+            return f"--transcript {printable(str(transcript))} is a folder; give a file name."
+        problem = transcript_problem(transcript)
+        if problem:
+            transcript = free_name(transcript)
+            say(f"note: {printable(problem)} The transcript goes to {printable(str(transcript))}.")
+    subtitles = []
+    for path in (args.srt, args.vtt):
+        if path is None:
+            continue
+        if path.is_dir():
+            return f"{printable(str(path))} is a folder; give the subtitles a file name."
+        if os.path.lexists(path):
+            new = free_name(path)
+            say(
+                f"note: {printable(str(path))} exists and is left as it is; the subtitles go to {printable(str(new))}."
+            )
+            path = new
+        subtitles.append(path)
+    return transcript, subtitles
+
+
 def run_headless(args) -> int:
+    import signal
+
     from engine import events as E
-    from engine.loading import LoadError, load_model
+    from engine.loading import LoadError, check_device, load_model
     from engine.session import Session, SessionConfig
 
-    asks = args.ask or (DEMO_QUESTIONS if args.source == "demo" else [])
-    questions = sorted((parse_ask(a) for a in asks), key=lambda q: q.at)
+    asks = args.ask or ([parse_ask(q) for q in DEMO_QUESTIONS] if args.source == "demo" else [])
+    questions = []
+    for q in sorted(asks, key=lambda q: q.at):
+        text, note = lenient_text(q.text)
+        if note:
+            say(f"note: {note}")
+        questions.append(Question(q.at, text))
+    outputs = plan_outputs(args)
+    if isinstance(outputs, str):
+        say(f"error: {outputs}")
+        return 2
+    transcript, subtitles = outputs
     try:
+        check_device(args.device)  # before any weight is read: a missing GPU is not a bad checkpoint
         if (args.int8 or args.mode) and not args.model:
             from engine.bundled import MODEL_DIR
 
@@ -224,17 +410,14 @@ def run_headless(args) -> int:
 
             model = load_default_model(device=args.device, dtype=args.dtype)
     except LoadError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {printable(str(e))}")
         return 2
-    transcript_dir = None
-    if args.transcript is None:
-        transcript_dir = user_sessions_dir()
     cfg = SessionConfig(
         fps=args.fps,
         memory_frames=args.memory_frames,
         realtime=not args.fast,
-        transcript_dir=transcript_dir,
-        transcript_path=args.transcript,
+        transcript_dir=user_sessions_dir() if transcript is None else None,
+        transcript_path=transcript,
         decoding=args.decoding,
         temperature=args.temperature,
         top_k=args.top_k,
@@ -245,43 +428,63 @@ def run_headless(args) -> int:
     try:
         session = Session(model, config=cfg)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 2
     printer = Printer(show_silence=not args.quiet_silence)
     events = []
     code = 0
+
+    def show(evs) -> None:
+        nonlocal code
+        for ev in evs:
+            events.append(ev)
+            printer(ev)
+            if isinstance(ev, E.Error):
+                code = code or (2 if ev.where in ("source", "input") else 1)
+
+    def on_signal(signum, frame):
+        raise _Ended(signum)
+
+    handled = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     for q in questions:  # asked on the source's clock: the same frame live or replayed with --fast
         session.ask(q.text, at=q.at)
-    session.start(args.source)
     try:
+        session.start(args.source)
         while True:
             now = session.clock()
-            done = False
-            for ev in session.poll():
-                events.append(ev)
-                printer(ev)
-                if isinstance(ev, E.Error):
-                    code = code or (2 if ev.where in ("source", "input") else 1)
-                if isinstance(ev, E.SessionEnd):
-                    done = True
-            if done:
+            evs = session.poll()
+            show(evs)
+            if any(isinstance(ev, E.SessionEnd) for ev in evs):
                 break
+            if printer.broken:  # stdout was closed (| head): nobody reads on; end quietly
+                session.stop(reason="output closed")
+                code = 128 + 13  # as a process ended by SIGPIPE
+                continue
             if args.duration is not None and now >= args.duration:
                 session.stop(reason="duration")
                 continue
             time.sleep(0.02)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Ended) as e:
+        for sig in [signal.SIGINT, *handled]:  # a second Ctrl-C while closing: no traceback
+            signal.signal(sig, signal.SIG_IGN)
         session.stop(reason="stopped")
-        for ev in session.poll():
-            events.append(ev)
-            printer(ev)
+        code = 128 + (e.signum if isinstance(e, _Ended) else signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    time.sleep(0.05)
+    show(session.poll())  # what came after the end (a transcript that could not be finished)
     if session.transcript_path:
-        print(f"transcript: {session.transcript_path}", file=sys.stderr)
-    for path in (args.srt, args.vtt):
-        if path is not None:
-            from engine.transcript import write_subtitles
+        say(f"transcript: {printable(str(session.transcript_path))}")
+    for path in subtitles:
+        from engine.transcript import write_subtitles
 
+        try:
             write_subtitles(events, path)
+        except OSError as e:
+            say(f"error: the subtitles could not be written to {printable(str(path))} ({e.strerror or e}).")
+            code = code or 1
     return code
 
 

@@ -20,6 +20,8 @@ _ARG_DEFAULTS = {
     "fps": 1.0,
     "memory_frames": 64,
     "local_only": False,
+    "mode": None,
+    "decoding": "auto",
 }
 
 

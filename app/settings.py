@@ -206,16 +206,50 @@ def _key_lines(text: str) -> dict[str, int]:
     return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
 
 
+MAX_SETTINGS_BYTES = 256 * 1024  # a settings file is a few hundred bytes
+MAX_DEPTH = 8  # settings are flat 'name: value' lines (a region is one list)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """safe_load without the two ways a small file can take minutes and gigabytes: aliases (the
+    'billion laughs' bomb expands a few lines of anchors into billions of nodes) and deep nesting.
+    Settings never need either."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in settings", event.start_mark
+            )
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"settings nest deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_settings(path: Path) -> tuple[Settings, list[str]]:
     """Read the settings file; a missing file gives defaults silently, a bad one defaults plus messages."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_file() and path.stat().st_size > MAX_SETTINGS_BYTES:
+            return Settings(), [
+                f"{path} is larger than {MAX_SETTINGS_BYTES // 1024} KB, too large for a settings file; "
+                "using default settings."
+            ]
+        if path.exists() and not path.is_file():
+            return Settings(), [f"{path} is not a regular file; using default settings."]
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_SETTINGS_BYTES + 1)
     except FileNotFoundError:
         return Settings(), []
     except (OSError, UnicodeDecodeError) as e:
         return Settings(), [f"Cannot read {path} ({e}); using default settings."]
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]

@@ -9,11 +9,13 @@ the engine opens the source and reports failures as events.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from app.qt import Qt, QtCore, QtGui, QtWidgets, Signal
 from app.workers import Task
+from engine.files import printable
 
 KINDS = ("demo", "file", "webcam", "screen")
 VIDEO_FILTER = "Videos (*.mp4 *.mkv *.avi *.mov *.webm *.m4v *.mpg *.mpeg *.wmv *.flv);;All files (*)"
@@ -105,6 +107,8 @@ class SourcePicker(QtWidgets.QWidget):
         fl = QtWidgets.QHBoxLayout(file_row)
         fl.setContentsMargins(0, 0, 0, 0)
         self.file_edit = QtWidgets.QLineEdit()
+        self._file_exact: str | None = None  # the last name set from code (set_file / set_spec)
+        self._file_shown = ""
         self.file_edit.setPlaceholderText("Choose a video file or drop one on the window")
         self.file_edit.setAccessibleName("Video file path")
         self.browse = QtWidgets.QPushButton("Browse…")
@@ -247,7 +251,10 @@ class SourcePicker(QtWidgets.QWidget):
         if kind == "demo":
             return "demo"
         if kind == "file":
-            path = self.file_edit.text().strip()
+            text = self.file_edit.text()
+            if self._file_exact is not None and text == self._file_shown:
+                return self._file_exact  # the name as the OS spells it (Qt cannot hold every byte)
+            path = text if os.path.exists(text) else text.strip()  # a real name may end in a space
             if not path:
                 raise ValueError("Choose a video file first (Browse…, or drop one on the window).")
             return path
@@ -273,7 +280,7 @@ class SourcePicker(QtWidgets.QWidget):
     def set_spec(self, spec: str) -> None:
         kind = spec_kind(spec)
         if kind == "file":
-            self.file_edit.setText(spec)
+            self._show_file(spec)
         elif kind == "webcam":
             idx = spec.split(":", 1)[1] if ":" in spec else "0"
             i = self.camera_combo.findData(int(idx)) if idx.isdigit() else -1
@@ -292,8 +299,15 @@ class SourcePicker(QtWidgets.QWidget):
             self.region_note.emit(note)
 
     def set_file(self, path: str | Path) -> None:
-        self.file_edit.setText(str(path))
+        self._show_file(str(path))
         self.set_kind("file")
+
+    def _show_file(self, path: str) -> None:
+        """Show a file name and keep it exactly: a name with bytes that are not UTF-8 (any the OS
+        accepts) is shown with them escaped, and the exact name is what starts the session."""
+        shown = printable(path)
+        self._file_exact, self._file_shown = path, shown
+        self.file_edit.setText(shown)
 
     def choose_file(self) -> None:
         start = self.file_edit.text().strip() or str(Path.home())

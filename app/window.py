@@ -552,7 +552,9 @@ class MainWindow(QtWidgets.QMainWindow):
             raise ValueError("There is no session to export yet.")
         text = {"srt": T.to_srt, "vtt": T.to_webvtt, "md": T.to_markdown}[fmt](self.events)
         path = Path(path)
-        path.write_text(text, encoding="utf-8")
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder", str(path))
+        T.write_text_atomic(path, text)  # a full disk never leaves half a file where the old one was
         return path
 
     def export_dialog(self, fmt: str) -> None:

@@ -211,17 +211,45 @@ class ModelConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, mode: str | None = None) -> ModelConfig:
+        from engine.files import FileProblem, read_bounded
+
         path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"No config.json in {path.parent}.")
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"No config.json in {path.parent}.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            d = json.loads(read_bounded(path, 4 * 2**20, "config.json").decode("utf-8"))
+        except FileProblem as e:
+            raise ConfigError(str(e)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ConfigError(f"{path} is not valid JSON ({e}).") from None
         return cls.from_hf_dict(d, mode=mode)
 
     def validate(self) -> None:
         v, t = self.vision, self.text
+        sizes = {
+            "vision hidden_size": v.hidden_size,
+            "vision num_hidden_layers": v.num_layers,
+            "vision attention_heads": v.num_heads,
+            "vision intermediate_size": v.intermediate_size,
+            "vision image_size": v.image_size,
+            "vision patch_size": v.patch_size,
+            "vision max_num_tiles": v.max_num_tiles,
+            "text vocab_size": t.vocab_size,
+            "text hidden_size": t.hidden_size,
+            "text num_hidden_layers": t.num_layers,
+            "text num_attention_heads": t.num_heads,
+            "text num_key_value_heads": t.num_kv_heads,
+            "text intermediate_size": t.intermediate_size,
+        }
+        for name, n in sizes.items():
+            if n < 1:
+                raise ConfigError(f"config.json: {name} is {n}; it must be at least 1.")
+        if v.num_global_layers < 0:
+            raise ConfigError("config.json: vision num_global_layers must not be negative.")
+        if v.hidden_size % v.num_heads:
+            raise ConfigError("vision hidden_size must divide by its attention heads.")
+        if not (t.rope_theta > 0 and t.rms_norm_eps > 0 and v.norm_eps > 0):
+            raise ConfigError("config.json: rope_theta and the norm epsilons must be positive numbers.")
         if v.image_size % v.patch_size:
             raise ConfigError("vision image_size must be a multiple of patch_size.")
         if self.video.pool_stride > 1 and v.grid % self.video.pool_stride:

@@ -73,16 +73,18 @@ class Sampling:
 
 def read_generation_config(folder: str | Path) -> dict | None:
     """The checkpoint's generation_config.json as a dict, or None when it has none (bounded read)."""
+    from engine.files import FileProblem, read_bounded
+
     f = Path(folder) / GENERATION_CONFIG
-    if not f.is_file():
+    if not f.exists():
         return None
-    with open(f, "rb") as fh:
-        raw = fh.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise DecodingError(f"{f} is larger than 1 MB; it is not a generation config.")
+    try:
+        raw = read_bounded(f, MAX_CONFIG_BYTES, GENERATION_CONFIG)
+    except FileProblem as e:
+        raise DecodingError(str(e)) from None
     try:
         d = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DecodingError(f"{f} is not valid JSON ({e}).") from None
     if not isinstance(d, dict):
         raise DecodingError(f"{f} must hold a JSON object.")

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from engine.config import ConfigError, ModelConfig
 from engine.decoding import DecodingError, read_generation_config
+from engine.files import MB, FileProblem, read_bounded
 from engine.model import Model, rope_inv_freq
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -91,7 +92,9 @@ def resolve(path: str | os.PathLike, local_only: bool = False, progress: Callabl
         except Exception:
             continue
     if local_only:
-        raise LoadError(f"{s} is not a local folder or in the hub cache, and network use is off (local only).")
+        raise LoadError(
+            f"{s} is not a local folder or in the hub cache, and network use is off (local only)."
+        )
     last = None
     for repo in hub_candidates(s):
         try:
@@ -105,14 +108,45 @@ def resolve(path: str | os.PathLike, local_only: bool = False, progress: Callabl
     ) from None
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The device a user named, if this machine has it; LoadError (one sentence) otherwise. Checked
+    before any weight is read, so a missing GPU is never blamed on the checkpoint."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise LoadError(f"Unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            )
+            raise LoadError(
+                f"This machine has no CUDA GPU that PyTorch can use (torch {torch.__version__} is {build}); "
+                "use the CPU (--device cpu)."
+            )
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise LoadError(f"There is no GPU {dev}: this machine has {n} (cuda:0 to cuda:{n - 1}).")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise LoadError("This machine has no Apple GPU (mps) that PyTorch can use; use the CPU.")
+    elif dev.type != "cpu":
+        raise LoadError(f"Device {str(device)!r} is not supported; use cpu, cuda, cuda:N or mps.")
+    return dev
+
+
 def weight_files(folder: Path) -> list[Path]:
     idx = folder / "model.safetensors.index.json"
     if idx.exists():
         try:
-            wm = json.loads(idx.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            wm = json.loads(read_bounded(idx, 64 * MB, "weight index"))["weight_map"]
+            files = sorted({folder / f for f in wm.values()})
+        except FileProblem as e:
+            raise LoadError(str(e)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
             raise LoadError(f"{idx.name} in {folder} is malformed (no weight_map).") from None
-        files = sorted({folder / f for f in wm.values()})
+        if any(f.parent != folder for f in files):
+            raise LoadError(f"{idx.name} in {folder} names a shard outside the folder.")
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise LoadError(f"{folder} is missing shard {missing[0]} named in {idx.name}.")
@@ -176,6 +210,7 @@ def load_model(
     both: "int8+fp8-vision".
     """
     quant = parse_quantize(quantize)
+    device = check_device(device)
     folder = resolve(path, local_only=local_only, progress=progress)
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
@@ -197,7 +232,13 @@ def load_model(
         with torch.device("meta"):
             model = Model(cfg)
         check_state(model, state)
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        for k, v in state.items():
+            if not v.is_floating_point():
+                raise LoadError(
+                    f"Weight {k} is stored as {str(v.dtype).replace('torch.', '')}; this app loads float weights "
+                    "(float32, bfloat16, float16). Quantized checkpoints are not supported."
+                )
+        state = {k: v.to(dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=False, assign=True)
         model.inv_freq = rope_inv_freq(cfg.text)  # non-persistent buffer: still on meta
         del state
@@ -211,7 +252,7 @@ def load_model(
             f"Out of memory while loading {path} on {device}: use a smaller dtype (bfloat16) or the CPU."
         ) from None
     model.eval()
-    model.tokenizer = _load_tokenizer(folder)
+    model.tokenizer = _load_tokenizer(folder, cfg)
     model.generation = _load_generation(folder)
     try:
         model.generation_config = read_generation_config(folder)
@@ -308,20 +349,41 @@ def _load_generation(folder: Path) -> dict:
     if not f.exists():
         return {}
     try:
-        d = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json.loads(read_bounded(f, MB, "generation.json").decode("utf-8"))
+    except FileProblem as e:
+        raise LoadError(str(e)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise LoadError(f"{f} is not valid JSON ({e}).") from None
     if not isinstance(d, dict) or not isinstance(d.get("system_prompt", ""), str):
         raise LoadError(f"{f} must be a JSON object whose system_prompt is text.")
     return d
 
 
-def _load_tokenizer(folder: Path):
-    if not (folder / "tokenizer.json").exists():
+def _load_tokenizer(folder: Path, cfg: ModelConfig):
+    """tokenizer.json, checked against config.json: one sentence naming the file when it is not a
+    tokenizer, or belongs to another model (its ids do not fit this model's embedding table)."""
+    path = folder / "tokenizer.json"
+    if not path.exists():
         return None
     from engine.tokenizer import Tokenizer
 
-    return Tokenizer.from_folder(folder)
+    try:
+        head = read_bounded(path, 256 * MB, "tokenizer.json")[:64].lstrip()  # Llama-3's is 9 MB
+        if not head.startswith(b"{"):
+            raise LoadError(f"{path} is not a tokenizer.json (it is not a JSON object).")
+        tok = Tokenizer.from_folder(folder)
+    except FileProblem as e:
+        raise LoadError(str(e)) from None
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        first = str(e).split("\n")[0][:200]
+        raise LoadError(f"{path} is not a usable tokenizer.json ({first}).") from None
+    rows = cfg.text.vocab_size + cfg.text.extra_embeddings
+    if tok.image_id != cfg.video.image_token_id or tok.vocab_size > rows:
+        raise LoadError(
+            f"{path} belongs to another model: its <|image|> id is {tok.image_id} and it has {tok.vocab_size} "
+            f"ids, but config.json has image_token_index {cfg.video.image_token_id} and {rows} embedding rows."
+        )
+    return tok
 
 
 def save_model(model: Model, folder: str | os.PathLike, tokenizer=None, max_shard_mb: float = 15.0) -> Path:

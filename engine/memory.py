@@ -107,6 +107,17 @@ class VisualMemory:
         k = self.keep_first
         return k + (frame - k) % (self.C - k)
 
+    def last_frame(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The newest committed frame's raw K/V (Lx, N, KV, D), as perception staged them: to show the
+        model its last frame again (a question asked after the video ended). None before any frame."""
+        if self.committed == 0:
+            return None
+        s = self.slot_for(self.committed - 1)
+        cols = slice(s * self.N, (s + 1) * self.N)
+        v = self.v[:, 0, :, cols].permute(0, 2, 1, 3)
+        k = self.k_raw[s] if self.rope else self.k[:, 0, :, cols].permute(0, 2, 1, 3)
+        return k.to(self.stage_k.dtype).clone(), v.to(self.stage_v.dtype).clone()
+
     # ---- perception side -------------------------------------------------------------------------
     def stage(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write one frame's raw K/V (Lx, N, KV, D) into staging slot i (perception thread)."""

@@ -37,6 +37,7 @@ from engine import decoding
 from engine import events as E
 from engine import protocol as P
 from engine.fast import GraphPerception
+from engine.files import printable
 from engine.generation import StreamConfig, StreamDecoder
 from engine.preprocess import batch_pixels
 from engine.queues import LatestMailbox, SPSCRing, Wakeup
@@ -85,6 +86,49 @@ def session_sampling(model, cfg: SessionConfig) -> decoding.Sampling:
     )
 
 
+def session_bytes(model, cfg: SessionConfig) -> int:
+    """What a session allocates up front: the visual memory (frames + staging slots, keys and values of
+    every cross-attention layer at the KV-head count) and the text cache."""
+    c, t = model.cfg, model.cfg.text
+    p = next(model.parameters())
+    item = p.element_size()
+    per_token = t.num_kv_heads * t.head_dim * 2 * item  # a key and a value
+    visual = (cfg.memory_frames + STAGING) * c.tokens_per_frame * len(t.cross_attention_layers) * per_token
+    text = (cfg.max_context + 64) * (t.num_layers - len(t.cross_attention_layers)) * per_token
+    return visual + text
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for a new allocation on `device` (None when it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory_fits(model, cfg: SessionConfig) -> None:
+    if not 1 <= cfg.memory_frames <= 65536:
+        raise ValueError(f"the visual memory must hold 1 to 65536 frames, not {cfg.memory_frames}.")
+    if not 256 <= cfg.max_context <= 1 << 20:
+        raise ValueError(f"the text context must be 256 to 1048576 tokens, not {cfg.max_context}.")
+    if not (0.01 <= cfg.fps <= 120):
+        raise ValueError(f"the frame rate must be 0.01 to 120 frames per second, not {cfg.fps}.")
+    need = session_bytes(model, cfg)
+    device = next(model.parameters()).device
+    free = free_bytes(device)
+    if free is not None and need > 0.9 * free:
+        raise ValueError(
+            f"A visual memory of {cfg.memory_frames} frames and a {cfg.max_context}-token context need "
+            f"{need / 2**30:.1f} GB, more than the {free / 2**30:.1f} GB free on {device}; use fewer frames."
+        )
+
+
 @dataclass(frozen=True)
 class _Ready:
     slot: int  # staging slot index in the visual memory
@@ -100,6 +144,7 @@ class Session:
             raise ValueError("the model folder has no tokenizer.json; a tokenizer is required")
         self.cfg = config
         self.sampling = session_sampling(model, config)  # raises DecodingError (a ValueError) on bad values
+        check_memory_fits(model, config)  # ValueError (one sentence) before anything is allocated
         self.session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.transcript_path: Path | None = None
         self._out: collections.deque[E.Event] = collections.deque()
@@ -145,14 +190,24 @@ class Session:
         self._perception_done = False
         self._last_stats = 0.0
         self._last_frame_captured = 0.0
+        self._last_source_t = 0.0
+        transcript_problem = None
         if cfg.transcript_path is not None or cfg.transcript_dir is not None:
             from engine.transcript import TranscriptWriter
 
-            path = cfg.transcript_path or Path(cfg.transcript_dir) / f"{self.session_id}.jsonl"
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.transcript_path = Path(path)
-            self._writer = TranscriptWriter(self.transcript_path)
+            path = Path(cfg.transcript_path or Path(cfg.transcript_dir) / f"{self.session_id}.jsonl")
+            try:
+                self._writer = TranscriptWriter(path)
+                self.transcript_path = path
+            except ValueError as e:  # NotOurFile: a file of the user's is never touched
+                transcript_problem = f"{e} The session runs without a transcript."
+            except OSError as e:  # a read-only or missing folder, a full disk
+                transcript_problem = (
+                    f"The transcript cannot be written at {path} ({e.strerror or e}); "
+                    "the session runs without one."
+                )
         spec = source if isinstance(source, str) else getattr(source, "name", type(source).__name__)
+        spec = printable(str(spec))
         trained = bool(getattr(self.model, "trained", True))
         self._emit(
             E.SessionStart(
@@ -165,6 +220,8 @@ class Session:
                 decoding=self.sampling.describe(),
             )
         )
+        if transcript_problem:
+            self._emit(E.Error(0.0, transcript_problem, "transcript"))
         self._emit(E.TurnStart(0.0, 0, ""))
         if next(self.model.parameters()).device.type == "cpu":
             n = cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
@@ -189,6 +246,10 @@ class Session:
 
         `at`: source time in seconds; the question enters right after the first frame at or past it
         (a scripted question lands on the same frame however fast a file is replayed)."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if isinstance(text, str):  # undecodable bytes of a pipe or argv (surrogate escapes): U+FFFD
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if not isinstance(text, str) or not text.strip():
             self._emit(E.Error(self.clock(), "The question is empty.", "input"))
             return
@@ -368,6 +429,7 @@ class Session:
                 self.ring.advance()
                 self.frame_wake.notify()
                 self._last_frame_captured = r.captured
+                self._last_source_t = r.source_t
                 since_frame = 0
                 while scheduled and scheduled[0][0] <= r.source_t + 1e-6:
                     self._emit_all(dec.ask(scheduled.pop(0)[1]))
@@ -387,8 +449,16 @@ class Session:
                 self._emit_all(evs)
             self._maybe_stats()
             if not evs and not busy:
-                if self._source_done and self._perception_done and self.ring.peek() is None and not scheduled:
-                    break  # the stream is over and the model has nothing more to say
+                if self._source_done and self._perception_done and self.ring.peek() is None:
+                    if not scheduled:
+                        break  # the stream is over and the model has nothing more to say
+                    # questions scheduled past the end of the video: asked now, and the model is shown
+                    # its last frame again (it answers after a frame, as it was trained to)
+                    self._emit_all(dec.ask(scheduled.pop(0)[1]))
+                    last = dec.memory.last_frame()
+                    if last is not None:
+                        self._emit_all(dec.add_frame(*last, self._last_source_t))
+                    continue
                 self.gen_wake.wait(0.1)
         if not self._stop.is_set():
             threading.Thread(target=self._finish, args=("source ended",)).start()
@@ -400,8 +470,12 @@ class Session:
         if w is not None:
             try:
                 w.write(ev)
-            except Exception:
+            except ValueError:  # closed under us (stop raced a late event): nothing to keep
                 pass
+            if w.problem:  # the disk filled up: say so once, keep running without the transcript
+                self._writer = None
+                w.close()  # hands what it still holds to the disk, as far as it fits
+                self._out.append(E.Error(ev.t, w.problem, "transcript"))
 
     def _emit_all(self, evs) -> None:
         for ev in evs:
@@ -446,8 +520,11 @@ class Session:
         except Exception:
             pass
         self._emit(E.SessionEnd(self.clock(), reason))
-        if self._writer is not None:
-            self._writer.close()
+        w = self._writer
+        if w is not None:
+            w.close()
+            if w.problem:  # the last bytes could not reach the disk
+                self._out.append(E.Error(self.clock(), w.problem, "transcript"))
 
 
 _finish_lock = threading.Lock()

@@ -41,6 +41,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from engine.files import printable  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 1920  # frames larger than this on their long side are downscaled (8K costs 16x 1080p to move)
@@ -240,6 +242,7 @@ class VideoFileSource(FrameSource):
     ) -> None:
         super().__init__()
         self.path = Path(path).expanduser()
+        self._alias_dir = None  # a temporary folder holding a plain-named link (_name_for_opencv)
         self.realtime = realtime
         self.loop = loop
         self.max_side = max_side
@@ -267,7 +270,7 @@ class VideoFileSource(FrameSource):
         return self._fps
 
     def _fail(self, reason: str) -> SourceError:
-        return SourceError(f"Cannot open video file '{self.path}': {reason}.")
+        return SourceError(f"Cannot open video file '{printable(str(self.path))}': {reason}.")
 
     def open(self) -> None:
         self.close()
@@ -308,16 +311,37 @@ class VideoFileSource(FrameSource):
     def _open_capture(self) -> Any:
         # FFmpeg first: CAP_ANY would also try the image-sequence backend, which logs noise for
         # ordinary file names. CAP_ANY stays as a fallback for builds without FFmpeg.
+        name = self._name_for_opencv()
         for api in (cv2.CAP_FFMPEG, cv2.CAP_ANY):
             with _quiet_opencv():
                 try:
-                    cap = cv2.VideoCapture(str(self.path), api)
+                    cap = cv2.VideoCapture(name, api)
                 except cv2.error:
                     continue
             if cap.isOpened():
                 return cap
             cap.release()
         return None
+
+    def _name_for_opencv(self) -> str:
+        """A name OpenCV can open. It takes UTF-8 text only (a name with undecodable bytes, which the
+        OS allows, crashes it), and '%' in a name is read as an image-sequence pattern: such files
+        are opened through a plain-named link in a private temporary folder."""
+        name = str(self.path)
+        try:
+            name.encode("utf-8")
+            if "%" not in name:
+                return name
+        except UnicodeEncodeError:
+            pass
+        import tempfile
+
+        if self._alias_dir is None:
+            self._alias_dir = tempfile.TemporaryDirectory(prefix="moss-live-")
+        link = Path(self._alias_dir.name) / ("video" + printable(self.path.suffix).replace("%", ""))
+        if not link.exists():
+            os.symlink(os.fsencode(self.path.resolve()), os.fsencode(link))
+        return str(link)
 
     def _next_in_pass(self, decode: bool) -> tuple[np.ndarray | None, float] | None:
         """Advance one frame in the file: (image or None if not decoded, position), None at the end."""
@@ -834,6 +858,8 @@ def open_source(spec: str, realtime: bool = True, loop: bool = False) -> FrameSo
     (region relative to monitor N), "synthetic" / "synthetic:NUM_FRAMES", or a video file path.
     Devices and files are only touched by `open()`, in the thread that will read.
     """
+    if os.path.isfile(spec):  # a file of that exact name (it may begin or end with spaces)
+        return VideoFileSource(spec, realtime=realtime, loop=loop)
     s = spec.strip()
     low = s.lower()
     if low == "demo":

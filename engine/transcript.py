@@ -16,6 +16,7 @@ Times in every export are on the stream clock (seconds since the session started
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -90,11 +91,44 @@ def _repair_tail(path: Path) -> int:
     return size - start
 
 
+class NotOurFile(ValueError):
+    """The transcript path holds something this app did not write (one sentence); it is left alone."""
+
+
+def transcript_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot take a transcript without touching a file this app did not write, or None.
+
+    Free, empty, or one of our transcripts (its first line is an event): fine (we append). A folder,
+    a device or pipe, or a file whose first line is not an event of ours: a sentence saying so."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{p} is a folder; give the transcript a file name."
+    if not os.path.lexists(p):
+        return None
+    if not p.is_file():
+        return f"{p} is not a regular file; the transcript is not written into it."
+    try:
+        with p.open("rb") as f:
+            first = f.readline(1 << 20)
+    except OSError as e:
+        return f"{p} cannot be read ({e.strerror or e})."
+    if not first:
+        return None
+    try:
+        from_dict(json.loads(first.decode("utf-8")))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return f"{p} exists and is not a transcript written by this app; it is left untouched."
+    return None
+
+
 class TranscriptWriter:
     """Appends events to a JSONL transcript as they happen; see the module docstring for durability.
 
     `write()` may be called from any one thread at a time; a background thread flushes. Use as a
     context manager or call `close()` (which also writes `subtitles`, if given, from the file).
+    Never touches a file that is not one of its transcripts (`NotOurFile`). When the disk fills up
+    or the file stops being writable, it stops writing, keeps what is on disk and says why once in
+    `problem` (the session reports it); the session goes on.
     """
 
     def __init__(
@@ -106,9 +140,13 @@ class TranscriptWriter:
         self.path = Path(path)
         self.flush_interval = flush_interval
         self.subtitles = Path(subtitles) if subtitles is not None else None
+        problem = transcript_problem(self.path)
+        if problem:
+            raise NotOurFile(problem)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired_bytes = _repair_tail(self.path)  # > 0 when a crashed run's half line was cut
         self.written = 0  # events written by this writer
+        self.problem: str | None = None  # why writing stopped (disk full, file gone), once it has
         self._file = self.path.open("ab")  # append: never truncate an earlier run's events
         # A lock here is fine: transcripts are not the hot path (the engine's queues are lock-free),
         # and it keeps a flush from the background thread out of the middle of a write.
@@ -128,16 +166,28 @@ class TranscriptWriter:
         return cls(session_path(folder, session_id), **kwargs)
 
     def write(self, event: Event) -> None:
-        line = (json.dumps(event.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+        # backslashreplace: a file name's undecodable bytes (surrogate escapes) must not stop the line
+        line = (json.dumps(event.to_dict(), ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
             if self._closed:
                 raise ValueError(f"transcript {self.path} is closed")
-            self._file.write(line)  # one write call per line: a kill cuts at most the line in progress
-            self.written += 1
-            self._dirty = True
-            now = time.monotonic()
-            if isinstance(event, SessionEnd | Error) or now - self._last_flush >= self.flush_interval:
-                self._flush_locked(now, sync=isinstance(event, SessionEnd))
+            if self.problem:
+                return  # writing stopped (disk full): what is on disk stays as it is
+            try:
+                self._file.write(line)  # one write call per line: a kill cuts at most the line in progress
+                self.written += 1
+                self._dirty = True
+                now = time.monotonic()
+                if isinstance(event, SessionEnd | Error) or now - self._last_flush >= self.flush_interval:
+                    self._flush_locked(now, sync=isinstance(event, SessionEnd))
+            except OSError as e:
+                self._fail(e)
+
+    def _fail(self, e: OSError) -> None:
+        """Stop writing after an OS error (the disk is full, the file vanished): say why, once."""
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        self.problem = f"The transcript {self.path} stopped being written ({why}); what was written is kept."
+        log.warning("%s", self.problem)
 
     def write_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -145,8 +195,11 @@ class TranscriptWriter:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._closed:
-                self._flush_locked(time.monotonic(), sync=False)
+            if not self._closed and not self.problem:
+                try:
+                    self._flush_locked(time.monotonic(), sync=False)
+                except OSError as e:
+                    self._fail(e)
 
     def _flush_locked(self, now: float, sync: bool) -> None:
         self._file.flush()  # into the OS page cache: survives the process being killed
@@ -160,8 +213,11 @@ class TranscriptWriter:
         # unflushed data by half an interval (plus the flush itself), even when no event follows.
         while not self._stop.wait(self.flush_interval / 2):
             with self._lock:
-                if self._dirty and not self._closed:
-                    self._flush_locked(time.monotonic(), sync=False)
+                if self._dirty and not self._closed and not self.problem:
+                    try:
+                        self._flush_locked(time.monotonic(), sync=False)
+                    except OSError as e:
+                        self._fail(e)
 
     def close(self) -> None:
         """Flush, fsync, close; then write the subtitles file if one was asked for. Idempotent."""
@@ -169,8 +225,16 @@ class TranscriptWriter:
             if self._closed:
                 return
             self._closed = True
-            self._flush_locked(time.monotonic(), sync=True)
-            self._file.close()
+            try:
+                if not self.problem:
+                    self._flush_locked(time.monotonic(), sync=True)
+            except OSError as e:
+                self._fail(e)
+            try:
+                self._file.close()
+            except OSError as e:  # the buffer could not be written out: the disk is full
+                if not self.problem:
+                    self._fail(e)
         self._stop.set()
         if threading.current_thread() is not self._flusher:
             self._flusher.join()
@@ -519,7 +583,7 @@ def to_webvtt(events: Iterable[Event]) -> str:
     return "\n".join(blocks)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -545,7 +609,7 @@ def write_subtitles(events: Iterable[Event], path: str | os.PathLike[str]) -> Pa
         text = to_webvtt(events)
     else:
         raise ValueError(f"Cannot tell the subtitle format of '{p}': use a name ending in .srt or .vtt.")
-    _atomic_write(p, text)
+    write_text_atomic(p, text)
     return p
 
 
@@ -618,7 +682,7 @@ def to_markdown(events: Iterable[Event]) -> str:
 
 def write_markdown(events: Iterable[Event], path: str | os.PathLike[str]) -> Path:
     p = Path(path)
-    _atomic_write(p, to_markdown(events))
+    write_text_atomic(p, to_markdown(events))
     return p
 
 

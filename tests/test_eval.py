@@ -468,3 +468,21 @@ def test_external_suite_without_its_data_says_where_it_comes_from(tmp_path, caps
     assert eval_main(["--model", "x", "--suite", "streamingbench", "--annotations", str(missing),
                       "--video-root", str(tmp_path)]) == 2  # fmt: skip
     assert f"{missing} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds", ["10000-10002", "20000", "999", "1000,123456"])
+def test_evaluation_refuses_seeds_training_can_draw(seeds, capsys):
+    from engine.eval.__main__ import main as eval_main
+
+    assert eval_main(["--model", "assets/model", "--seeds", seeds]) == 2
+    assert "the range training never draws from" in capsys.readouterr().err
+
+
+def test_the_training_generator_never_produces_a_held_out_seed():
+    from engine.train import small
+
+    with pytest.raises(ValueError, match="held-out"):
+        small.synthetic_record(small.HELD_OUT.stop - 1, "realtime")
+    for world in (1, 2, 8):
+        for rank in range(world):
+            assert small.seed_for(0, rank, world) >= small.TRAIN_SEED_BASE == small.HELD_OUT.stop

@@ -60,8 +60,22 @@ def run_wall(args, seeds, realtime) -> int:
 
 def run_synthetic(args) -> int:
     from engine.eval.harness import Results, eval_worker
+    from engine.train.small import HELD_OUT
 
-    seeds = _parse_seeds(args.seeds)
+    try:
+        seeds = _parse_seeds(args.seeds)
+    except ValueError:
+        print(f"--seeds {args.seeds!r}: give seeds like 1000-1199 or 1000,1005.", file=sys.stderr)
+        return 2
+    outside = [s for s in seeds if s not in HELD_OUT]
+    if outside or not seeds:
+        print(
+            f"--seeds {args.seeds}: evaluation seeds must lie in {HELD_OUT.start}-{HELD_OUT.stop - 1}, the range "
+            f"training never draws from ({outside[0] if outside else 'none given'} does not); anything "
+            "else would measure streams the model may have trained on.",
+            file=sys.stderr,
+        )
+        return 2
     realtime = not args.no_realtime
     if args.wall:
         return run_wall(args, seeds, realtime)

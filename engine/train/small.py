@@ -21,8 +21,13 @@ from engine import protocol
 from engine.config import MOSS, ModelConfig, TextConfig, VisionConfig
 from engine.data.loader import REALTIME_INFO
 
+# Seeds are split once, in code: training draws from TRAIN_SEED_BASE up, evaluation only from
+# HELD_OUT (which training can never produce; the generator asserts it, the eval command refuses
+# anything else). EVAL_SEEDS is the README's standard held-out set.
 TRAIN_SEED_BASE = 10_000
+HELD_OUT = range(1000, TRAIN_SEED_BASE)
 EVAL_SEEDS = range(1000, 1200)
+assert EVAL_SEEDS.start >= HELD_OUT.start and EVAL_SEEDS.stop <= HELD_OUT.stop
 FRAME_SIZE = 64
 # Short real-time prompt of the small model (the reference prompt costs ~200 tokens per stream).
 # The runtime must use the same prompt: it is written to generation.json next to the weights.
@@ -80,12 +85,14 @@ STAGE_MIX = {  # kind -> probability, per stage (a stage mixes in a few records 
 
 
 def seed_for(index: int, rank: int = 0, world: int = 1) -> int:
-    """Training seed of the index-th record of one rank: disjoint across ranks, never an eval seed."""
+    """Training seed of the index-th record of one rank: disjoint across ranks, never a held-out seed."""
+    if index < 0 or not 0 <= rank < world:
+        raise ValueError(f"record index {index} / rank {rank} of {world} has no training seed")
     return TRAIN_SEED_BASE + index * world + rank
 
 
 def synthetic_record(seed: int, stage: str, system_prompt: str = SMALL_SYSTEM_PROMPT) -> dict:
-    if seed in EVAL_SEEDS:
+    if seed in HELD_OUT:
         raise ValueError(f"seed {seed} is a held-out evaluation seed")
     rng = np.random.default_rng([seed, 7])
     mix = STAGE_MIX[stage]

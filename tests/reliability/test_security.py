@@ -98,6 +98,8 @@ def hub(tmp_path, monkeypatch):
 
     def fake(repo_id, **kw):
         calls.append({"repo_id": repo_id, **kw})
+        if kw.get("local_files_only"):  # the hub cache is empty: only the network would have it
+            raise FileNotFoundError(repo_id)
         return str(folder)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
@@ -107,8 +109,9 @@ def hub(tmp_path, monkeypatch):
 def test_hub_downloads_only_the_id_given_and_no_code_or_pickles(hub):
     m = load_model("some-user/some-model")
     assert m.source == "some-user/some-model"
-    (call,) = hub
-    assert call["repo_id"] == "some-user/some-model"
+    cache, call = hub  # the hub cache is looked at first, then the one download
+    assert cache["local_files_only"] and "local_files_only" not in call
+    assert call["repo_id"] == cache["repo_id"] == "some-user/some-model"
     assert not {"revision", "repo_type", "endpoint", "trust_remote_code"} & set(call)
     patterns = call["allow_patterns"]
     assert patterns and "*" not in patterns
@@ -128,7 +131,7 @@ def test_ids_that_are_not_hub_ids_never_reach_the_hub(hub, spec):
 def test_local_only_never_reaches_the_hub(hub):
     with pytest.raises(LoadError, match="local only"):
         load_model("some-user/some-model", local_only=True)
-    assert hub == []
+    assert hub and all(c["local_files_only"] for c in hub)  # the cache was looked at, the network never
 
 
 @pytest.mark.parametrize(
