@@ -437,12 +437,3 @@ def moss_11b() -> ModelConfig:
 
 def llama_11b_stock() -> ModelConfig:
     return ModelConfig(vision=VisionConfig(), text=TextConfig(), video=STOCK)
-
-
-def flops_per_token(cfg: ModelConfig) -> float:
-    """2 x parameters of the text decoder touched per decoded token (for reports)."""
-    t = cfg.text
-    d, hd = t.hidden_size, t.head_dim
-    attn = d * (t.num_heads * hd) * 2 + d * (t.num_kv_heads * hd) * 2
-    mlp = 3 * d * t.intermediate_size
-    return 2.0 * (t.num_layers * (attn + mlp) + d * t.vocab_size)

@@ -337,9 +337,9 @@ def test_run_benchmark_tiny_video(tiny, tmp_path):
         assert frames[0].shape[2] == 3
         return "A" if "Red" in prompt else "1"
 
-    res = H.run_benchmark(tiny, qs, tmp_path, answer_fn=fake)
+    res = B.run_benchmark(tiny, qs, tmp_path, answer_fn=fake)
     assert res.accuracy == 1.0 and seen == [3, 2]  # 1 fps up to time_s inclusive
-    real = H.run_benchmark(tiny, qs, tmp_path)  # the random model through the real decoder
+    real = B.run_benchmark(tiny, qs, tmp_path)  # the random model through the real decoder
     assert sum(n for n, _ in real.per_task.values()) == 2 and len(real.replies) == 2
 
 

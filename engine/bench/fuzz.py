@@ -1,9 +1,9 @@
-"""Property fuzzing of the protocol layer: tokeniser input, event parsing, settings, transcripts.
+"""Property fuzzing of the protocol layer: tokeniser input, event parsing, transcripts.
 
 The properties and strategies live here once; tests/reliability/test_fuzz.py runs them with few
 examples (CI), `python -m engine.bench fuzz --examples 5000` with many and prints the counts.
-Needs hypothesis (a development dependency). It knows nothing of Qt except that the settings
-loader is app.settings (plain YAML, no Qt).
+Needs hypothesis (a development dependency). It knows nothing of the app: the app's settings file
+is fuzzed with the `yaml_like` strategy from here by tests/reliability/test_fuzz.py.
 """
 
 from __future__ import annotations
@@ -131,16 +131,6 @@ def event_round_trips(ev: E.Event) -> None:
     assert back == ev and type(back) is type(ev)
 
 
-def settings_never_crash(folder: Path, data: str | bytes) -> None:
-    from app.settings import Settings, load_settings
-
-    path = folder / "settings.yaml"
-    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
-    s, messages = load_settings(path)
-    assert isinstance(s, Settings)
-    assert all(isinstance(m, str) and m.strip() for m in messages)
-
-
 def transcript_reader_raises_only_value_error(folder: Path, events_: list, cut: int, tail: bytes) -> None:
     from engine.transcript import load_transcript
 
@@ -166,9 +156,6 @@ def properties(tok, folder: Path) -> dict[str, typing.Callable]:
             from_dict_raises_only_value_error
         ),
         "event round trip": given(events)(event_round_trips),
-        "settings YAML": given(st.one_of(yaml_like, st.text(), st.binary(max_size=64)))(
-            lambda d: settings_never_crash(folder, d)
-        ),
         "transcript bytes": given(st.lists(events, max_size=4), st.integers(0, 200), st.binary(max_size=64))(
             lambda ev, cut, tail: transcript_reader_raises_only_value_error(folder, ev, cut, tail)
         ),

@@ -165,16 +165,6 @@ def world_captions(video: Video) -> DenseCaptions:
 # External captions
 
 
-def to_external(dc: DenseCaptions) -> dict:
-    """Shape 1 of the module docstring (instant events get a zero-length segment)."""
-    return {
-        "video": dc.video,
-        "duration": dc.duration,
-        "timestamps": [[c.start, c.end] for c in dc.captions],
-        "sentences": [c.sentence for c in dc.captions],
-    }
-
-
 def load_captions(path: str | Path) -> list[DenseCaptions]:
     """Read an external dense-caption file (any shape of the module docstring)."""
     path = Path(path)

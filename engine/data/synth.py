@@ -1029,33 +1029,6 @@ class OpenAIRewriter:
         return out["choices"][0]["message"]["content"]
 
 
-class TransformersRewriter:
-    """A local instruction-tuned causal LM through transformers (loaded on first use)."""
-
-    def __init__(self, model: str, device: str = "cpu", max_new_tokens: int = 64):
-        self.name, self.device, self.max_new_tokens = model, device, max_new_tokens
-        self._tok = self._model = None
-
-    def rewrite(self, text: str, role: str) -> str:
-        if self._model is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            self._tok = AutoTokenizer.from_pretrained(self.name)
-            # safetensors only: a pickled checkpoint could run code when opened
-            self._model = (
-                AutoModelForCausalLM.from_pretrained(self.name, use_safetensors=True).to(self.device).eval()
-            )
-        chat = [
-            {"role": "system", "content": _REWRITE_PROMPT.format(role=role)},
-            {"role": "user", "content": text},
-        ]
-        ids = self._tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt").to(
-            self.device
-        )
-        out = self._model.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=True, temperature=0.7)
-        return self._tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 

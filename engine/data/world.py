@@ -218,12 +218,6 @@ class Video:
         """The relative file name that `write_video` and the records use for this video."""
         return f"world_{self.seed:06d}.mp4"
 
-    @property
-    def captions(self):
-        from engine.data.captions import world_captions  # captions imports this module
-
-        return world_captions(self)
-
     def index_at(self, t: float) -> int:
         return min(self.n_frames - 1, max(0, int(round(t * self.fps))))
 

@@ -155,7 +155,7 @@ def run_external(args) -> int:
         questions = questions[: args.limit]
     model = load_model(args.model)
     t0 = time.perf_counter()
-    res = H.run_benchmark(model, questions, args.video_root, H.load_system_prompt(args.model))
+    res = B.run_benchmark(model, questions, args.video_root, H.load_system_prompt(args.model))
     print(
         f"# {args.model}: {args.suite}, {len(questions)} questions, wall {time.perf_counter() - t0:.1f} s\n"
     )

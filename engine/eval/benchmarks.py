@@ -4,7 +4,7 @@ Both benchmarks ask questions at a moment of a video; a streaming model sees the
 moment. The readers turn their annotation files into one common list of `TimedQuestion`
 {video, time_s, question, options, answer, task} and score a model's reply by the option letter it
 names (or, failing that, the one option whose text it contains). Videos are not shipped; the harness
-entry `engine.eval.harness.run_benchmark` reads them from a user-given root.
+entry `run_benchmark` (below) reads them from a user-given root.
 
 OVO-Bench (one JSON list, `ovo_bench_new.json`), as written from its public schema:
 - backward / real-time tasks (EPM, ASI, HLD, STU, OJR, ATR, ACR, OCR, FPD): {"id", "task", "video",
@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine import protocol as P
+from engine.eval.text import normalise
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -182,8 +185,6 @@ def chosen_letter(reply: str, options: Iterable[str]) -> str | None:
 
 def is_correct(q: TimedQuestion, reply: str) -> bool:
     if not q.options:  # open numeric answer
-        from engine.eval.harness import normalise
-
         nums = re.findall(r"\d+", normalise(reply))
         return bool(nums) and nums[0] == q.answer
     return chosen_letter(reply, q.options) == q.answer
@@ -223,3 +224,28 @@ def evaluate(questions: Iterable[TimedQuestion], answer: Callable[[TimedQuestion
         t[1] += int(ok)
         res.replies.append({"qid": q.qid, "task": q.task, "reply": reply, "answer": q.answer, "correct": ok})
     return res
+
+
+def run_benchmark(
+    model,
+    questions,
+    video_root,
+    system_prompt: str | None = None,
+    fps: float = 1.0,
+    max_frames: int = 256,
+    answer_fn: Callable | None = None,
+):
+    """Each timed question: the video up to time_s at `fps` through the decoder, ask, score by letter.
+    answer_fn(frames, prompt) -> text replaces the model (tests). Returns BenchResults."""
+    from engine.eval.harness import read_video_frames, stream_answer
+
+    root = Path(video_root)
+
+    def answer(q) -> str:
+        frames = read_video_frames(root / q.video, q.time_s, fps, max_frames)
+        prompt = q.prompt()
+        if answer_fn is not None:
+            return answer_fn(frames, prompt)
+        return stream_answer(model, frames, prompt, system_prompt or P.REALTIME_SYSTEM_PROMPT)
+
+    return evaluate(questions, answer)

@@ -48,6 +48,7 @@ import torch
 
 from engine import events as E
 from engine import protocol as P
+from engine.eval.text import normalise
 from engine.generation import StreamConfig, StreamDecoder, perceive
 from engine.preprocess import batch_pixels
 
@@ -55,20 +56,6 @@ REVISION_WINDOW = 2  # frames after a change within which a revision must start
 
 # ---------------------------------------------------------------------------------------------
 # Text matching
-
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
-
-
-def normalise(text: str) -> str:
-    """Lower case, punctuation -> spaces, number words -> digits, single spaces."""
-    words = re.sub(r"[^0-9a-z]+", " ", str(text).lower()).split()
-    return " ".join(_NUMBER_WORDS.get(w, w) for w in words)
 
 
 def contains(text: str, phrase: str) -> bool:
@@ -802,30 +789,3 @@ def stream_answer(
         if dec.speaking:
             return dec.seg_text
     return ""
-
-
-def run_benchmark(
-    model,
-    questions,
-    video_root,
-    system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
-    fps: float = 1.0,
-    max_frames: int = 256,
-    answer_fn: Callable | None = None,
-):
-    """Each timed question: the video up to time_s at `fps` through the decoder, ask, score by letter.
-    answer_fn(frames, prompt) -> text replaces the model (tests). Returns benchmarks.BenchResults."""
-    from pathlib import Path
-
-    from engine.eval.benchmarks import evaluate
-
-    root = Path(video_root)
-
-    def answer(q) -> str:
-        frames = read_video_frames(root / q.video, q.time_s, fps, max_frames)
-        prompt = q.prompt()
-        if answer_fn is not None:
-            return answer_fn(frames, prompt)
-        return stream_answer(model, frames, prompt, system_prompt)
-
-    return evaluate(questions, answer)

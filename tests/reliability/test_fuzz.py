@@ -24,12 +24,31 @@ def props(tmp_path_factory):
         "question control tokens",
         "events.from_dict on JSON",
         "event round trip",
-        "settings YAML",
         "transcript bytes",
     ],
 )
 def test_property(props, name):
     CI(props[name])()
+
+
+def test_settings_file_never_crashes_the_loader(tmp_path):
+    """The app's settings loader on YAML-like text, any text, any bytes: Settings and sentences."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from app.settings import Settings, load_settings
+
+    path = tmp_path / "settings.yaml"
+
+    @CI
+    @given(st.one_of(fuzz.yaml_like, st.text(), st.binary(max_size=64)))
+    def check(data):
+        path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
+        s, messages = load_settings(path)
+        assert isinstance(s, Settings)
+        assert all(isinstance(m, str) and m.strip() for m in messages)
+
+    check()
 
 
 def test_fuzz_runner_counts_examples():
@@ -39,7 +58,6 @@ def test_fuzz_runner_counts_examples():
         "question control tokens",
         "events.from_dict on JSON",
         "event round trip",
-        "settings YAML",
         "transcript bytes",
     }
     assert all(n >= 1 for n, _ in results.values())
