@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from app.qt import QtGui, QtWidgets
+from app.qt import QtCore, QtGui, QtWidgets
 from app.throttle import Throttle
 from engine import events as E
 
@@ -221,6 +221,19 @@ class ChatView(QtWidgets.QTextBrowser):
         self.log = log or ChatLog()
         self.throttle = Throttle(self._render, 25, self)
         self._rendered_version = -1
+        # Follow the newest line while the user is at the bottom; hold still once they scroll up,
+        # and offer a way back down.
+        self.following = True
+        self.latest = QtWidgets.QToolButton(self)
+        self.latest.setObjectName("jump-to-latest")
+        self.latest.setText("↓ Latest")
+        self.latest.setToolTip("Jump to the newest message (Ctrl+End)")
+        self.latest.setAccessibleName("Jump to the newest message")
+        self.latest.clicked.connect(self.jump_to_latest)
+        self.latest.hide()
+        self._rendering = False
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
+        self.verticalScrollBar().rangeChanged.connect(self._range_changed)
 
     def set_log(self, log: ChatLog) -> None:
         self.log = log
@@ -246,11 +259,56 @@ class ChatView(QtWidgets.QTextBrowser):
 
     def _render(self) -> None:
         bar = self.verticalScrollBar()
-        at_bottom = bar.value() >= bar.maximum() - 4
-        self.setHtml(render_html(self.log, self._colours()))
+        held = bar.value()
+        self._rendering = True  # setHtml scrolls to the top: that is not the user scrolling
+        try:
+            self.setHtml(render_html(self.log, self._colours()))
+            self.document().documentLayout().documentSize()  # lay out now: the scroll range is current
+        finally:
+            self._rendering = False
         self._rendered_version = self.log.version
-        if at_bottom:
+        if self.following:
             bar.setValue(bar.maximum())
+        else:
+            bar.setValue(min(held, bar.maximum()))
+            self.latest.show()
+            self._place_latest()
+
+    def at_bottom(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 4
+
+    def jump_to_latest(self) -> None:
+        self.following = True
+        self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
+        self.latest.hide()
+
+    def _scrolled(self, _value: int) -> None:
+        if self._rendering:
+            return
+        self.following = self.at_bottom()
+        if self.following:
+            self.latest.hide()
+
+    def _range_changed(self, _lo: int, hi: int) -> None:
+        if self.following and not self._rendering:
+            self.verticalScrollBar().setValue(hi)  # a re-wrap (resize, font) keeps the newest line in view
+
+    def _place_latest(self) -> None:
+        vp = self.viewport().geometry()
+        self.latest.adjustSize()
+        self.latest.move(vp.right() - self.latest.width() - 8, vp.bottom() - self.latest.height() - 8)
+        self.latest.raise_()
+
+    def resizeEvent(self, e) -> None:  # noqa: N802
+        super().resizeEvent(e)
+        self._place_latest()
+
+    def keyPressEvent(self, e) -> None:  # noqa: N802
+        if e.key() == QtCore.Qt.Key.Key_End and e.modifiers() == QtCore.Qt.KeyboardModifier.ControlModifier:
+            self.jump_to_latest()
+            return
+        super().keyPressEvent(e)
 
 
 def render_html(log: ChatLog, c: dict[str, str]) -> str:

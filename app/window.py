@@ -21,6 +21,7 @@ from app import desktop
 from app.audio import AudioRing, Microphone, VoiceLoop, VoiceUnavailable, make_recognizer, make_tts, make_vad
 from app.backend import Backend, LoadedModel, SessionLike
 from app.chat import ChatLog, ChatView
+from app.messages import ErrorBanner, MessageLog, show_log
 from app.qt import QObject, Qt, QtCore, QtGui, QTimer, QtWidgets, Signal
 from app.settings import AppPaths, Settings, save_settings
 from app.settings_dialog import SettingsDialog
@@ -72,6 +73,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session: SessionLike | None = None
         self.state = "idle"
         self.log = ChatLog()
+        self.messages = MessageLog()  # every message of this run (View log)
         self.events: list[E.Event] = []  # the current (or opened past) session, for export
         self.viewing: Path | None = None  # the past transcript shown, if any
         self._pending_start: str | None = None
@@ -171,10 +173,13 @@ class MainWindow(QtWidgets.QMainWindow):
         split.setStretchFactor(1, 2)
         split.setSizes([700, 480])
 
+        self.banner = ErrorBanner()
+        self.banner.log_btn.clicked.connect(self.show_messages)
         central = QtWidgets.QWidget()
         cl = QtWidgets.QVBoxLayout(central)
         cl.setContentsMargins(0, 0, 8, 0)
         cl.addWidget(top)
+        cl.addWidget(self.banner)
         cl.addWidget(split, 1)
         self.setCentralWidget(central)
 
@@ -222,6 +227,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         self.settings_action.triggered.connect(self.open_settings)
         self.addAction(self.settings_action)
+        view = bar.addMenu("&View")
+        view.addAction("Messages of this run…", self.show_messages)
         help_ = bar.addMenu("&Help")
         help_.addAction("Hardware and models…", self._first_run_report)
         help_.addAction("Voice status…", self._voice_report)
@@ -240,11 +247,23 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_status(self, text: str, error: bool = False) -> None:
         self.statusBar().setStyleSheet("color: #d13438" if error else "")
         self.statusBar().showMessage(text, STATUS_MS * (2 if error else 1))
+        self.messages.add(text, error)
+        if error:  # the whole message, selectable, until the next good start or the user dismisses it
+            self.banner.show_error(text)
 
     def show_error(self, text: str) -> None:
-        """A user-facing problem: status bar and an inline note in the chat."""
+        """A user-facing problem: the banner, the status bar and an inline note in the chat."""
         self.show_status(text, error=True)
         self.log.add_note(text, kind="error")
+
+    def clear_error(self) -> None:
+        """A good start: the red state of an earlier problem goes (the log keeps it)."""
+        self.banner.clear()
+        self.statusBar().setStyleSheet("")
+        self.statusBar().clearMessage()
+
+    def show_messages(self) -> QtWidgets.QDialog:
+        return show_log(self, self.messages)
         self.chat.changed()
 
     def _update_controls(self) -> None:
@@ -440,11 +459,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.log.apply(ev)
             kind = ev.kind
             if kind == "FrameSeen":
+                if ev.index == 0:  # the source works: an earlier problem's red state goes
+                    self.clear_error()
                 self.video.mark_frame_seen(ev.index)
             elif kind == "Stats":
                 self.video.set_stats(ev)
             elif kind == "Error":
                 self.show_status(ev.message, error=True)
+                if ev.where == "source" and not self._frames_seen():
+                    self.video.clear(f"The source could not be opened.\n{ev.message}")
             elif kind == "SpeechEnd":
                 if self.tts is not None and self.settings.speak_answers and not ev.interrupted and ev.text:
                     self.tts.speak(ev.text)
@@ -452,8 +475,25 @@ class MainWindow(QtWidgets.QMainWindow):
                 ended = True
         self.chat.changed()
         self.watching.setVisible(self.state == "running" and self.log.silent and not self.log.speaking)
+        if ended:
+            self._drop_empty_transcript()
         if ended and self.state in ("running", "paused"):
             self.stop()  # joins the engine's threads in a worker; the window is usable again after
+
+    def _frames_seen(self) -> bool:
+        return any(e.kind == "FrameSeen" for e in self.events)
+
+    def _drop_empty_transcript(self) -> None:
+        """A session that never saw a frame nor heard a question (the source failed to open) leaves
+        no empty 0:00 session in the history: its transcript, which this app wrote, is removed."""
+        path = getattr(self.session, "transcript_path", None)
+        asked = any(e.kind == "TurnStart" and e.turn > 0 for e in self.events)
+        if path is None or self._frames_seen() or asked:
+            return
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _pull_frame(self) -> None:
         if self.session is not None:

@@ -480,8 +480,8 @@ def build_conversation(events: Iterable[Event]) -> list[Entry]:
 
 # -- subtitles -----------------------------------------------------------------------------------
 
-QUESTION_CUE_S = 3.0  # how long a question stays on screen
 MIN_CUE_S = 1.0  # a cue shorter than this flashes by unread
+MIN_READ_S = 1.5  # the shortest time any cue stays on screen when there is room
 CHARS_PER_S = 15.0  # reading speed used for segments with no end
 MAX_OPEN_CUE_S = 10.0  # cap for such segments
 MAX_CUE_CHARS = 84  # two subtitle lines of 42 characters, the usual broadcast limit
@@ -527,7 +527,8 @@ def subtitle_cues(events: Iterable[Event]) -> list[Cue]:
     cues: list[Cue] = []
     for e in build_conversation(events):
         if isinstance(e, Question) and e.text.strip():
-            cues.append(Cue(e.t, e.t + QUESTION_CUE_S, f"Q: {' '.join(e.text.split())}"))
+            text = f"Q: {' '.join(e.text.split())}"
+            cues.append(Cue(e.t, e.t + reading_time(text), text))
         elif isinstance(e, AnswerSegment) and e.text.strip():
             text = " ".join(e.text.split())
             if e.revises is not None:
@@ -548,7 +549,42 @@ def subtitle_cues(events: Iterable[Event]) -> list[Cue]:
                 cues.append(Cue(t, t + d, piece))
                 t += d
     cues.sort(key=lambda c: c.start)
-    return cues
+    ends = [e.t for e in events if isinstance(e, SessionEnd)]
+    return schedule_cues(cues, ends[-1] if ends else None)
+
+
+def reading_time(text: str) -> float:
+    """Seconds a viewer needs for a cue: CHARS_PER_S characters a second, never under MIN_READ_S."""
+    return max(MIN_READ_S, len(text) / CHARS_PER_S)
+
+
+def schedule_cues(cues: list[Cue], stream_end: float | None = None) -> list[Cue]:
+    """Cues that never overlap, each on screen for at least its reading time, none past the stream's
+    end. Forward: a cue starts when the previous one has been read (a question and the answer that
+    began while it was on screen follow each other) and lasts max(its span, its reading time).
+    Backward, when that runs past the end: each cue ends by the next one's start (or the end) and
+    starts early enough to be read, as far as the earlier cues leave room."""
+    out: list[Cue] = []
+    free = 0.0
+    for c in sorted(cues, key=lambda c: c.start):
+        start = max(c.start, free)
+        end = max(c.end, start + reading_time(c.text))
+        out.append(Cue(start, end, c.text))
+        free = end
+    if stream_end is None or not out or out[-1].end <= stream_end:
+        return out
+    limit = stream_end
+    for i in range(len(out) - 1, -1, -1):
+        c = out[i]
+        end = min(c.end, limit)
+        start = min(c.start, end - reading_time(c.text))
+        floor = out[i - 1].start + MIN_CUE_S if i else 0.0  # leave the cue before something too
+        start = max(start, min(floor, end - MIN_CUE_S), 0.0)
+        out[i] = Cue(start, max(end, start), c.text)
+        limit = out[i].start
+        if i and out[i - 1].end <= limit:
+            break
+    return out
 
 
 def _wrap(text: str, width: int = MAX_CUE_CHARS // 2) -> str:

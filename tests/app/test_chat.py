@@ -96,3 +96,35 @@ def test_throttle_coalesces_bursts(qtbot):
     qtbot.waitUntil(lambda: len(calls) == 2, timeout=1000)  # the burst's tail runs once at the end
     qtbot.wait(80)
     assert len(calls) == 2
+
+
+def test_the_chat_follows_new_answers_holds_when_scrolled_up_and_jumps_back(qtbot):
+    from app.chat import ChatView
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.resize(360, 240)
+    view.show()
+    log = view.log
+    bar = view.verticalScrollBar()
+
+    def say(i: int) -> None:
+        log.apply(E.SpeechStart(float(i), 1, i))
+        log.apply(E.SpeechEnd(float(i), 1, i, f"answer number {i}, a line long enough to wrap once or twice"))
+        view.changed()
+        view.flush()
+
+    for i in range(40):
+        say(i)
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()  # following: the newest line is in view
+    assert not view.latest.isVisible()
+    bar.setValue(bar.maximum() // 3)  # the user scrolls up to read
+    held = bar.value()
+    for i in range(40, 50):
+        say(i)
+    assert bar.value() == held  # holds still while they read
+    assert view.latest.isVisible()
+    qtbot.mouseClick(view.latest, __import__("app.qt", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
+    assert bar.value() == bar.maximum() and not view.latest.isVisible()
+    say(50)
+    assert bar.value() == bar.maximum()  # following again
