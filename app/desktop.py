@@ -50,8 +50,69 @@ def exclude_from_capture(widget: QtWidgets.QWidget) -> tuple[bool, str]:
 
 
 def open_folder(path: Path) -> bool:
+    """Show `path` in the desktop's file manager; False when there is none to ask (the caller then
+    shows the path itself, so the user can go there by hand)."""
     path.mkdir(parents=True, exist_ok=True)
     return QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(path)))
+
+
+INSTANCE_SERVER = "moss-live-instance"
+
+
+class InstanceServer(QtCore.QObject):
+    """The running instance listens on a local socket; a second launch connects, asks it to come
+    to the front (and to open a source, when one was named on its command line), and exits."""
+
+    raise_requested = QtCore.Signal(str)  # the source the second launch named, or ""
+
+    def __init__(self, runtime_dir: Path, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        from PySide6.QtNetwork import QLocalServer
+
+        self.name = _server_name(runtime_dir)
+        QLocalServer.removeServer(self.name)  # a crashed instance's socket file
+        self.server = QLocalServer(self)
+        self.server.newConnection.connect(self._accept)
+        self.listening = self.server.listen(self.name)
+
+    def _accept(self) -> None:
+        conn = self.server.nextPendingConnection()
+        if conn is None:
+            return
+        conn.waitForReadyRead(500)
+        msg = bytes(conn.readAll().data()).decode("utf-8", "replace")
+        conn.disconnectFromServer()
+        if msg.startswith("raise"):
+            self.raise_requested.emit(msg[len("raise") :].strip())
+
+
+def ask_running_instance(runtime_dir: Path, source: str = "") -> bool:
+    """Second launch: ask the running instance to come to the front; True when it answered."""
+    from PySide6.QtNetwork import QLocalSocket
+
+    sock = QLocalSocket()
+    sock.connectToServer(_server_name(runtime_dir))
+    if not sock.waitForConnected(1000):
+        return False
+    sock.write(f"raise {source}".encode())
+    sock.flush()
+    sock.waitForBytesWritten(1000)
+    sock.disconnectFromServer()
+    return True
+
+
+def _server_name(runtime_dir: Path) -> str:
+    import hashlib
+
+    return f"{INSTANCE_SERVER}-{hashlib.sha1(str(runtime_dir).encode()).hexdigest()[:10]}"
+
+
+def bring_to_front(window: QtWidgets.QWidget) -> None:
+    if window.isMinimized():
+        window.showNormal()
+    window.show()
+    window.raise_()
+    window.activateWindow()
 
 
 def _dark_palette() -> QtGui.QPalette:

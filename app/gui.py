@@ -39,7 +39,7 @@ def settings_from_args(settings: Settings, args: Any) -> Settings:
 def run_gui(args: Any = None) -> int:
     """Open the window and run the Qt event loop; returns the exit code."""
     from app.backend import EngineBackend
-    from app.desktop import acquire_single_instance
+    from app.desktop import InstanceServer, acquire_single_instance, ask_running_instance
     from app.qt import Qt, QtWidgets
     from app.window import MainWindow
     from app.workers import CrashRelay
@@ -51,17 +51,22 @@ def run_gui(args: Any = None) -> int:
     app.setApplicationName("moss-live")
     app.setApplicationDisplayName("MOSS Live")
     app.setDesktopFileName("moss-live")
+    source = getattr(args, "source", None)
     lock = acquire_single_instance(paths.runtime)
     if lock is None:
+        wanted = source if source and source != "demo" else ""
+        if ask_running_instance(paths.runtime, wanted):
+            return 0  # the running window came to the front (and opens the source named here)
         QtWidgets.QMessageBox.information(None, "MOSS Live", "MOSS Live is already running.")
         return 1
     crash = CrashRelay().install()
     window = MainWindow(settings, paths, EngineBackend(), messages)
+    server = InstanceServer(paths.runtime, window)
+    server.raise_requested.connect(lambda spec: window.raise_for(spec))
     crash.crashed.connect(
         lambda text: window.show_error(f"Internal error: {text}"), Qt.ConnectionType.QueuedConnection
     )
     window.show()
-    source = getattr(args, "source", None)
     if source and source != "demo":
         window.start_source(source)  # starts as soon as the model is loaded
     try:

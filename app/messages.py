@@ -106,3 +106,46 @@ def show_log(parent: QtWidgets.QWidget, log: MessageLog) -> QtWidgets.QDialog:
     dlg.resize(640, 360)
     dlg.open()
     return dlg
+
+
+BUNDLED_NOTICE = (
+    "The bundled model is a small demo (6.3 M parameters) trained only on a made-up world of coloured "
+    "shapes on a plain background: it counts them, names their colours and positions, reads the digit "
+    "display and notices shapes that come and go. It cannot understand real camera or screen video, "
+    "and says so when asked. For real video, choose a MOSS-Video-Preview or Llama-3.2-Vision checkpoint "
+    "(a GPU is recommended)."
+)
+
+
+class ModelNotice(QtWidgets.QFrame):
+    """What the loaded model can and cannot see, with a one-click way to choose a real checkpoint."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("model-notice")
+        self.setAccessibleName("About the loaded model")
+        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
+        self.label = QtWidgets.QLabel()
+        self.label.setObjectName("model-notice-text")
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
+        self.choose_btn = QtWidgets.QPushButton("Choose a real checkpoint…")
+        self.choose_btn.setObjectName("choose-checkpoint")
+        self.choose_btn.setAccessibleName("Choose a real model checkpoint folder")
+        self.close_btn = QtWidgets.QToolButton()
+        self.close_btn.setText("✕")
+        self.close_btn.setAccessibleName("Hide this notice")
+        self.close_btn.clicked.connect(self.hide)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(8, 4, 4, 4)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(self.choose_btn, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addWidget(self.close_btn, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_for(self, bundled: bool) -> None:
+        if bundled:
+            self.label.setText(BUNDLED_NOTICE)
+            self.show()
+        else:
+            self.hide()

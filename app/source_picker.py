@@ -156,6 +156,12 @@ class SourcePicker(QtWidgets.QWidget):
         lay.addWidget(self.kind)
         lay.addWidget(self.stack, 1)
 
+        # Notes may be long ("No screen to capture (no display)."): they shrink with the window and
+        # keep their whole text in a tooltip, so the window works at 800 px with every source.
+        for note in (self.demo_label, self.camera_note, self.screen_note):
+            note.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+            note.setMinimumWidth(0)
+        self.region_edit.setMinimumWidth(60)
         self.kind.currentIndexChanged.connect(self._on_kind)
         self.browse.clicked.connect(self.choose_file)
         self.file_edit.textChanged.connect(self.changed)
@@ -172,8 +178,9 @@ class SourcePicker(QtWidgets.QWidget):
         from engine.sources import demo_video_path
 
         p = demo_video_path()
-        self.demo_label.setText(
-            f"Bundled demo ({p.name})" if p.is_file() else f"The demo video is missing ({p}); choose a file."
+        _say(
+            self.demo_label,
+            f"Bundled demo ({p.name})" if p.is_file() else f"The demo video is missing ({p}); choose a file.",
         )
 
     def refresh_cameras(self) -> None:
@@ -182,7 +189,7 @@ class SourcePicker(QtWidgets.QWidget):
             return
         self.camera_combo.clear()
         self.camera_combo.setEnabled(False)
-        self.camera_note.setText("Looking for cameras…")
+        _say(self.camera_note, "Looking for cameras…")
 
         def work(report: Any) -> list[int]:
             from engine.sources import list_cameras
@@ -198,7 +205,7 @@ class SourcePicker(QtWidgets.QWidget):
 
     def _cameras_failed(self, message: str) -> None:
         self.set_cameras([])
-        self.camera_note.setText(f"Cameras could not be listed: {message}")
+        _say(self.camera_note, f"Cameras could not be listed: {message}")
 
     def set_cameras(self, cameras: list[int]) -> None:
         self.cameras = list(cameras)
@@ -206,8 +213,9 @@ class SourcePicker(QtWidgets.QWidget):
         for i in self.cameras:
             self.camera_combo.addItem(f"Camera {i}", i)
         self.camera_combo.setEnabled(bool(self.cameras))
-        self.camera_note.setText(
-            "" if self.cameras else "No camera found. Connect one and press ⟳, or pick another source."
+        _say(
+            self.camera_note,
+            "" if self.cameras else "No camera found. Connect one and press ⟳, or pick another source.",
         )
         self.changed.emit()
 
@@ -230,7 +238,7 @@ class SourcePicker(QtWidgets.QWidget):
         has = bool(self.monitors)
         self.monitor_combo.setEnabled(has)
         self.drag_region_btn.setEnabled(has)
-        self.screen_note.setText("" if has else "No screen to capture (no display).")
+        _say(self.screen_note, "" if has else "No screen to capture (no display).")
 
     # ---- the choice -------------------------------------------------------------------------------
     def current_kind(self) -> str:
@@ -309,11 +317,12 @@ class SourcePicker(QtWidgets.QWidget):
         self._file_exact, self._file_shown = path, shown
         self.file_edit.setText(shown)
 
-    def choose_file(self) -> None:
+    def choose_file(self) -> str | None:
         start = self.file_edit.text().strip() or str(Path.home())
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a video file", start, VIDEO_FILTER)
         if path:
             self.set_file(path)
+        return path or None
 
     def drag_region(self) -> None:
         monitor = self.monitor_combo.currentData()
@@ -408,3 +417,9 @@ class RegionSelector(QtWidgets.QWidget):
             p.setPen(QtGui.QPen(QtGui.QColor(220, 30, 30), 2))
             p.drawRect(r)
         p.end()
+
+
+def _say(label: QtWidgets.QLabel, text: str) -> None:
+    """A note that may be cut short by a narrow window keeps its whole text in the tooltip."""
+    label.setText(text)
+    label.setToolTip(text)

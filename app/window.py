@@ -21,7 +21,7 @@ from app import desktop
 from app.audio import AudioRing, Microphone, VoiceLoop, VoiceUnavailable, make_recognizer, make_tts, make_vad
 from app.backend import Backend, LoadedModel, SessionLike
 from app.chat import ChatLog, ChatView
-from app.messages import ErrorBanner, MessageLog, show_log
+from app.messages import ErrorBanner, MessageLog, ModelNotice, show_log
 from app.qt import QObject, Qt, QtCore, QtGui, QTimer, QtWidgets, Signal
 from app.settings import AppPaths, Settings, save_settings
 from app.settings_dialog import SettingsDialog
@@ -84,6 +84,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.microphone: Microphone | None = None
         self.tts: Any = None
         self.capture_note = ""
+        self.mic_problem: str | None = None  # why push-to-talk cannot listen (no microphone)
         self._ptt_key = desktop.key_from_text(settings.push_to_talk_key)
 
         self._build_ui()
@@ -175,11 +176,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.banner = ErrorBanner()
         self.banner.log_btn.clicked.connect(self.show_messages)
+        self.notice = ModelNotice()
+        self.notice.choose_btn.clicked.connect(self.choose_checkpoint)
         central = QtWidgets.QWidget()
         cl = QtWidgets.QVBoxLayout(central)
         cl.setContentsMargins(0, 0, 8, 0)
         cl.addWidget(top)
         cl.addWidget(self.banner)
+        cl.addWidget(self.notice)
         cl.addWidget(split, 1)
         self.setCentralWidget(central)
 
@@ -202,7 +206,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file = bar.addMenu("&File")
-        file.addAction("Open a video file…", self.picker.choose_file)
+        file.addAction("Open a video file…", self.open_video_file)
         export = file.addMenu("Export transcript")
         for key, (label, _) in EXPORTS.items():
             export.addAction(f"{label}…", lambda k=key: self.export_dialog(k))
@@ -213,7 +217,7 @@ class MainWindow(QtWidgets.QMainWindow):
             ("Models", "models"),
             ("Logs", "logs"),
         ):
-            folders.addAction(label, lambda a=attr: desktop.open_folder(getattr(self.paths, a)))
+            folders.addAction(label, lambda a=attr: self.open_folder(getattr(self.paths, a)))
         file.addSeparator()
         file.addAction("Quit", QtGui.QKeySequence.StandardKey.Quit, self.close)
         self.sessions_menu = bar.addMenu("&Sessions")
@@ -317,13 +321,52 @@ class MainWindow(QtWidgets.QMainWindow):
     def _model_loaded(self, model: LoadedModel) -> None:
         self.model = model
         self.progress.setVisible(False)
-        self.model_label.setText(f"Model: {model.name} ({model.device})")
+        bundled = not self.settings.model and model.trained
+        name = "bundled demo model (a world of shapes only)" if bundled else model.name
+        self.model_label.setText(f"Model: {name} ({model.device})")
+        self.model_label.setToolTip(self.notice.label.text() if bundled else model.name)
+        self.notice.show_for(bundled)
         if not model.trained:
             self.show_status("No trained model is bundled: an untrained stand-in answers with noise.")
         self.model_ready.emit()
         if self._pending_start is not None and self.state == "idle":
             spec, self._pending_start = self._pending_start, None
             self._start_session(spec)
+
+    def open_video_file(self) -> None:
+        """File > Open: pick a video and start watching it (stopping a session that runs)."""
+        if self.picker.choose_file():
+            self._restart_on(self.picker.spec())
+
+    def _restart_on(self, spec: str) -> None:
+        if self.state in ("running", "paused"):
+            self._pending_start = spec
+            self.stop()  # the pending start follows when the session has stopped
+        else:
+            self.start_source(spec)
+
+    def raise_for(self, spec: str = "") -> None:
+        """A second launch asked for this window (and maybe a source)."""
+        desktop.bring_to_front(self)
+        if spec:
+            self._restart_on(spec)
+
+    def open_folder(self, path: Path) -> bool:
+        if desktop.open_folder(path):
+            self.show_status(f"Opened {path}")
+            return True
+        # No file manager to ask (a bare X server, a container): say where it is, selectable.
+        self.show_error(f"No file manager could be opened here; the folder is {path}")
+        return False
+
+    def choose_checkpoint(self) -> str | None:
+        """Pick a checkpoint folder (config.json + safetensors) and load it now."""
+        folder = QtWidgets.QFileDialog.getExistingDirectory(
+            self, "Choose a model checkpoint folder (config.json + safetensors)", str(self.paths.models)
+        )
+        if folder:
+            self.apply_settings(self.settings.replace(model=folder))
+        return folder or None
 
     def _model_failed(self, message: str) -> None:
         self.progress.setVisible(False)
@@ -689,6 +732,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """
         self.stop_voice()
         missing: list[str] = []
+        self.mic_problem = None
         if ring is None:
             ring = AudioRing()
             mic = Microphone(ring)
@@ -697,6 +741,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.microphone = mic
             except VoiceUnavailable as e:
                 missing.append(str(e))
+                self.mic_problem = str(e)
         if recognizer is None:
             try:
                 recognizer = make_recognizer(self.settings.recognizer, self.settings.whisper_model)
@@ -757,6 +802,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def push_to_talk_down(self) -> None:
         if self.voice is None:
             self.show_status("Voice is off: switch it on in Settings (Ctrl+,).", error=True)
+            return
+        if self.mic_problem:
+            self.show_status(f"Cannot listen: {self.mic_problem}", error=True)
             return
         self.voice.ptt_down()
         self.mic_btn.setDown(True)

@@ -3,6 +3,8 @@ by a good start, a failed start leaves no litter, a barged-in answer is kept and
 
 from __future__ import annotations
 
+import pytest
+
 from app.qt import QtGui
 from tests.app.fakes import RealBackend
 
@@ -38,3 +40,98 @@ def test_a_source_that_fails_shows_the_whole_error_leaves_no_litter_and_a_good_s
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=5000)
     assert len(list(paths.sessions.glob("*.jsonl"))) == 1  # the good session is kept
+
+
+def test_the_bundled_model_says_what_it_can_see_and_one_click_chooses_a_real_one(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    from app.qt import QtWidgets
+
+    w = make_window()  # the default: no model set, the bundled one
+    assert w.notice.isVisible() and "world of coloured shapes" in w.notice.label.text()
+    assert "cannot understand real camera or screen video" in w.notice.label.text()
+    assert "bundled demo model" in w.model_label.text()
+    folder = tmp_path / "moss-video-preview-realtime-sft"
+    folder.mkdir()
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getExistingDirectory", lambda *a, **kw: str(folder))
+    qtbot.mouseClick(w.notice.choose_btn, __import__("app.qt", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
+    assert w.settings.model == str(folder)
+    qtbot.waitUntil(lambda: w.backend.loads == 2 and w.model is not None, timeout=5000)
+    assert not w.notice.isVisible()  # a real checkpoint: no toy notice
+
+
+def test_push_to_talk_without_a_microphone_says_why(make_window, qtbot, monkeypatch):
+    import app.window as W
+
+    class NoMic:
+        def __init__(self, ring):
+            pass
+
+        def open(self):
+            raise W.VoiceUnavailable("No microphone found.")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(W, "Microphone", NoMic)
+    w = make_window()
+    from app.audio import EnergyVAD
+
+    w.start_voice(recognizer=None, vad=EnergyVAD())
+    w.push_to_talk_down()
+    assert w.banner.isVisible() and "Cannot listen: No microphone found." in w.banner.text
+    w.push_to_talk_up()
+    w.stop_voice()
+
+
+def test_file_open_starts_the_video_and_open_folder_says_where_it_is(
+    make_window, qtbot, monkeypatch, tmp_path
+):
+    from app import desktop
+    from app.qt import QtWidgets
+
+    w = make_window()
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"x")
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName", lambda *a, **kw: (str(video), ""))
+    w.open_video_file()
+    qtbot.waitUntil(lambda: w.state == "running", timeout=5000)
+    assert w.session is not None and w.settings.last_source == str(video)
+    monkeypatch.setattr(desktop.QtGui.QDesktopServices, "openUrl", lambda url: False)  # no file manager
+    assert not w.open_folder(w.paths.sessions)
+    assert str(w.paths.sessions) in w.banner.text  # the path, selectable, instead of nothing
+
+
+@pytest.mark.qt_log_ignore(
+    "This plugin does not support (raise|propagateSizeHints)"
+)  # offscreen: no window stack
+def test_a_second_launch_brings_the_running_window_to_the_front(make_window, qtbot, paths):
+    from app.desktop import InstanceServer, ask_running_instance
+
+    w = make_window()
+    server = InstanceServer(paths.runtime, w)
+    assert server.listening
+    asked = []
+    server.raise_requested.connect(asked.append)
+    w.showMinimized()
+    assert ask_running_instance(paths.runtime, "synthetic")
+    qtbot.waitUntil(lambda: asked == ["synthetic"], timeout=5000)
+    w.raise_for(asked[0])
+    assert not w.isMinimized()
+    qtbot.waitUntil(lambda: w.state == "running", timeout=5000)
+    assert not ask_running_instance(paths.runtime / "another user")  # nobody listens there
+
+
+@pytest.mark.parametrize("kind", ["demo", "file", "webcam", "screen"])
+def test_the_window_works_at_800_px_with_every_source(make_window, qtbot, kind):
+    from app.qt import QtWidgets
+
+    w = make_window()
+    w.picker.set_kind(kind)
+    w.resize(800, 600)
+    qtbot.waitUntil(lambda: w.width() == 800, timeout=2000)
+    assert w.minimumSizeHint().width() <= 800
+    for b in (w.start_btn, w.stop_btn, w.send_btn, w.input):  # nothing a user needs is pushed off
+        assert b.isVisible() and b.mapTo(w, b.rect().topRight()).x() <= 800
+    notes = [n for n in w.picker.findChildren(QtWidgets.QLabel) if n.text() and n.isVisible()]
+    assert all(n.toolTip() == n.text() for n in notes if n.width() < n.sizeHint().width())  # cut: tooltip
