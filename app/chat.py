@@ -250,11 +250,17 @@ class ChatView(QtWidgets.QTextBrowser):
             self._render()
 
     def _colours(self) -> dict[str, str]:
+        """The chat's colours from the palette, each raised to AA contrast against the background."""
+        from app.desktop import readable
+
         pal = self.palette()
+        R = QtGui.QPalette.ColorRole
+        base = pal.color(R.Base)
         return {
-            "muted": pal.color(QtGui.QPalette.ColorRole.PlaceholderText).name(),
-            "accent": pal.color(QtGui.QPalette.ColorRole.Highlight).name(),
-            "error": "#d13438",
+            "text": readable(pal.color(R.Text), base).name(),
+            "muted": readable(pal.color(R.PlaceholderText), base).name(),
+            "accent": readable(pal.color(R.Highlight), base).name(),
+            "error": readable(QtGui.QColor("#d13438"), base).name(),
         }
 
     def _render(self) -> None:
@@ -312,7 +318,7 @@ class ChatView(QtWidgets.QTextBrowser):
 
 
 def render_html(log: ChatLog, c: dict[str, str]) -> str:
-    parts = []
+    parts = [f"<div style='color:{c['text']}'>"] if "text" in c else []
     muted = c["muted"]
     for e in log.entries[-MAX_RENDERED:]:
         if isinstance(e, Question):
@@ -347,4 +353,6 @@ def render_html(log: ChatLog, c: dict[str, str]) -> str:
             parts.append(
                 f"<p style='color:{colour}'><span>{clock(e.t)}</span> <i>{prefix}{html.escape(e.text)}</i></p>"
             )
+    if "text" in c:
+        parts.append("</div>")
     return "".join(parts)

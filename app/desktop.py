@@ -166,3 +166,42 @@ def apply_look(app: QtWidgets.QApplication, theme: str, font_size: int) -> None:
 def key_from_text(text: str) -> QtGui.QKeySequence:
     seq = QtGui.QKeySequence(text)
     return seq if not seq.isEmpty() else QtGui.QKeySequence(Qt.Key.Key_F8)
+
+
+# ---- contrast (WCAG 2.x) -----------------------------------------------------------------------------
+
+AA = 4.5  # the WCAG AA contrast ratio for body text
+
+
+def luminance(c: QtGui.QColor) -> float:
+    def channel(v: int) -> float:
+        x = v / 255.0
+        return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(c.red()) + 0.7152 * channel(c.green()) + 0.0722 * channel(c.blue())
+
+
+def contrast(a: QtGui.QColor, b: QtGui.QColor) -> float:
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def readable(colour: QtGui.QColor, background: QtGui.QColor, ratio: float = AA) -> QtGui.QColor:
+    """`colour`, made lighter on a dark background or darker on a light one (keeping its hue) until
+    it reaches `ratio` against `background`. A desktop theme may hand us a dim placeholder colour or
+    a red that is fine on white and unreadable on black; the chat never shows text below AA."""
+    c = QtGui.QColor(colour)
+    dark_bg = luminance(background) < 0.18
+    h, s_, v, a = c.getHsvF()
+    h = max(h, 0.0)
+    for _ in range(64):
+        if contrast(c, background) >= ratio:
+            return c
+        if dark_bg:
+            v = min(1.0, v + 0.04)
+            if v >= 1.0:
+                s_ = max(0.0, s_ - 0.06)  # past full brightness, wash the colour out towards white
+        else:
+            v = max(0.0, v - 0.04)
+        c = QtGui.QColor.fromHsvF(h, s_, v, a)
+    return QtGui.QColor("white" if dark_bg else "black")
