@@ -60,6 +60,7 @@ def run_gui(args: Any = None) -> int:
         QtWidgets.QMessageBox.information(None, "MOSS Live", "MOSS Live is already running.")
         return 1
     crash = CrashRelay().install()
+    preload_engine()
     window = MainWindow(settings, paths, EngineBackend(), messages)
     server = InstanceServer(paths.runtime, window)
     server.raise_requested.connect(lambda spec: window.raise_for(spec))
@@ -75,3 +76,21 @@ def run_gui(args: Any = None) -> int:
         window.close()  # stops the session and the voice thread (closeEvent -> shutdown)
         crash.uninstall()
         lock.unlock()
+
+
+def preload_engine() -> None:
+    """Import torch and the engine before the window exists. Importing torch holds Python's global
+    lock for ~0.2 s in one C call, and the model's first construction on the meta device imports
+    ~1.5 s of modules; done in the model-loading thread they froze the first seconds of the window
+    (gaps of 100-250 ms). Here they delay the window's first appearance by a second or two."""
+    import torch
+
+    import engine.loading  # noqa: F401  (safetensors)
+    import engine.session  # noqa: F401
+
+    # The first random tensor made on the meta device (the model is built there) imports torch's
+    # symbolic-shape machinery and torch._dynamo (~1.5 s): here, not in the loader thread.
+    import torch._dynamo  # noqa: F401  (imported by the first torch.randn on the meta device)
+
+    with torch.device("meta"):  # as load_model builds the model
+        torch.randn(8)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from app import desktop
-from app.audio import AudioRing, Microphone, VoiceLoop, VoiceUnavailable, make_recognizer, make_tts, make_vad
+from app.audio import AudioRing, Microphone, VoiceLoop, VoiceUnavailable, make_tts, make_vad
 from app.backend import Backend, LoadedModel, SessionLike
 from app.chat import ChatLog, ChatView
 from app.messages import ErrorBanner, MessageLog, ModelNotice, show_log
 from app.qt import QObject, Qt, QtCore, QtGui, QTimer, QtWidgets, Signal
+from app.recognizer_process import RecognizerProcess
 from app.settings import AppPaths, Settings, save_settings
 from app.settings_dialog import SettingsDialog
 from app.source_picker import SourcePicker, spec_kind
@@ -85,6 +86,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tts: Any = None
         self.capture_note = ""
         self.mic_problem: str | None = None  # why push-to-talk cannot listen (no microphone)
+        self._voice_task: Task | None = None  # the voice start-up in a worker
+        self._voice_generation = 0
         self._ptt_key = desktop.key_from_text(settings.push_to_talk_key)
 
         self._build_ui()
@@ -724,29 +727,70 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ---- voice ------------------------------------------------------------------------------------
     def start_voice(
-        self, ring: AudioRing | None = None, vad: Any = None, recognizer: Any = None
+        self,
+        ring: AudioRing | None = None,
+        vad: Any = None,
+        recognizer: Any = None,
+        background: bool | None = None,
     ) -> list[str]:
         """Open the microphone (unless `ring` is given: tests feed it) and start the voice thread.
 
-        Returns what is missing (also shown in the status bar); the app works without any of it.
+        Opening the device and loading the recogniser and VAD take up to a second, so with a real
+        microphone (no `ring`) that runs in a worker while the Talk button shows a busy state; the
+        voice loop starts when they are ready (`voice_ready`). Returns what is missing so far (also
+        shown in the status bar); the app works without any of it.
         """
         self.stop_voice()
-        missing: list[str] = []
         self.mic_problem = None
-        if ring is None:
-            ring = AudioRing()
-            mic = Microphone(ring)
-            try:
-                mic.open()
-                self.microphone = mic
-            except VoiceUnavailable as e:
-                missing.append(str(e))
-                self.mic_problem = str(e)
-        if recognizer is None:
-            try:
-                recognizer = make_recognizer(self.settings.recognizer, self.settings.whisper_model)
-            except VoiceUnavailable as e:
-                missing.append(str(e))
+        settings = self.settings
+        generation = self._voice_generation
+
+        def prepare(report: Any) -> tuple:
+            missing: list[str] = []
+            mic, problem, the_ring = None, None, ring
+            if the_ring is None:
+                the_ring = AudioRing()
+                mic = Microphone(the_ring)
+                try:
+                    mic.open()
+                except VoiceUnavailable as e:
+                    missing.append(str(e))
+                    mic, problem = None, str(e)
+            rec = recognizer
+            if rec is None:
+                try:  # in its own process: pocketsphinx would hold the GIL, freezing the window
+                    rec = RecognizerProcess(settings.recognizer, settings.whisper_model)
+                except VoiceUnavailable as e:
+                    missing.append(str(e))
+            tts = None
+            if settings.speak_answers:
+                try:
+                    tts = make_tts(settings.tts)
+                except VoiceUnavailable as e:
+                    missing.append(str(e))
+            return generation, the_ring, mic, problem, rec, vad or make_vad(), tts, missing
+
+        if background if background is not None else ring is None:
+            self.mic_btn.setEnabled(False)
+            self.mic_btn.setText("…")
+            self.mic_btn.setToolTip("Voice is starting…")
+            self.show_status("Starting voice (microphone, speech recogniser)…")
+            self._voice_task = Task("voice-start", prepare, self)
+            self._voice_task.connect(self._voice_prepared, self._voice_failed).start()
+            self.voice_missing = []
+            return []
+        return self._voice_prepared(prepare(None))
+
+    def _voice_prepared(self, parts: tuple) -> list[str]:
+        generation, ring, mic, problem, recognizer, vad, tts, missing = parts
+        if generation != self._voice_generation:  # voice was switched off (or on again) meanwhile
+            if mic is not None:
+                mic.close()
+            return []
+        self._voice_task = None
+        self.microphone, self.mic_problem = mic, problem
+        if tts is not None:
+            self.tts = tts
         self._voice_signals = VoiceSignals(self)
         q = Qt.ConnectionType.QueuedConnection
         self._voice_signals.speech_started.connect(self._user_started_speaking, q)
@@ -758,19 +802,28 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QApplication.instance().installEventFilter(self)
         self.voice = VoiceLoop(
             ring,
-            vad or make_vad(),
+            vad,
             recognizer,
             on_text=sig.text.emit,
             on_speech_start=sig.speech_started.emit,
             on_error=sig.error.emit,
             always_listen=self.settings.always_listen,
         ).start()
-        if self.settings.speak_answers:
-            missing += self._make_tts()
+        self.mic_btn.setEnabled(True)
+        self.mic_btn.setText("Talk")
+        self.mic_btn.setToolTip(f"Hold to talk ({self.settings.push_to_talk_key})")
         if missing:
             self.show_status("Voice: " + " ".join(missing), error=True)
+        else:
+            self.show_status("Voice is on.")
         self.voice_missing = missing
         return missing
+
+    def _voice_failed(self, message: str) -> None:
+        self._voice_task = None
+        self.mic_btn.setEnabled(True)
+        self.mic_btn.setText("Talk")
+        self.show_status(f"Voice could not start: {message}", error=True)
 
     def _make_tts(self) -> list[str]:
         try:
@@ -781,9 +834,18 @@ class MainWindow(QtWidgets.QMainWindow):
             return [str(e)]
 
     def stop_voice(self) -> None:
+        self._voice_generation += 1  # a voice start still under way: its result is not wanted
+        if self._voice_task is not None:
+            self._voice_task.cancelled = True
+            self._voice_task = None
+            self.mic_btn.setEnabled(True)
+            self.mic_btn.setText("Talk")
         QtWidgets.QApplication.instance().removeEventFilter(self)
         if self.voice is not None:
             self.voice.stop()
+            close = getattr(self.voice.recognizer, "close", None)
+            if close is not None:
+                close()  # ends the recogniser's process
             self.voice = None
         if self.microphone is not None:
             self.microphone.close()

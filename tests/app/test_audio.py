@@ -16,6 +16,7 @@ from app.audio import (
     Resampler,
     Segmenter,
     VoiceLoop,
+    VoiceUnavailable,
     check_voice,
     make_vad,
 )
@@ -134,6 +135,7 @@ def test_window_without_microphone_still_works(make_window, qtbot):
     from app.settings import Settings
 
     w = make_window(settings=Settings(first_run_done=True, voice=True, recognizer="off"))
+    qtbot.waitUntil(lambda: w.voice is not None, timeout=10000)  # voice starts in a worker
     assert any("switched off" in m for m in w.voice_missing)
     w.push_to_talk_down()
     w.push_to_talk_up()
@@ -179,3 +181,28 @@ def test_spoken_question_reaches_the_session(make_window, qtbot, tmp_path, detec
     qtbot.waitUntil(lambda: len(w.log.answers) >= 1, timeout=5000)
     w.chat.flush()
     assert "(spoken)" in w.chat.toPlainText()
+
+
+@needs_espeak
+def test_the_recogniser_in_its_own_process_hears_a_question(tmp_path):
+    """pocketsphinx holds the GIL while it loads and decodes; in its own process the window is never
+    frozen by it. Same words as in-process, and close() ends the process."""
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (pip install pocketsphinx)")
+    from app.audio import RATE, EspeakTTS
+    from app.recognizer_process import RecognizerProcess
+
+    wav = EspeakTTS(rate_wpm=140).to_wav("how many people are there", tmp_path / "q.wav")
+    with wave.open(str(wav)) as f:
+        rate = f.getframerate()
+        speech = np.frombuffer(f.readframes(f.getnframes()), np.int16).astype(np.float32) / 32768
+    if rate != RATE:  # resample to the recogniser's rate
+        speech = np.interp(np.arange(0, len(speech), rate / RATE), np.arange(len(speech)), speech)
+    rec = RecognizerProcess()
+    try:
+        assert rec._proc.is_alive() and rec._proc.pid != __import__("os").getpid()
+        assert "people" in rec.transcribe(speech).lower()
+    finally:
+        rec.close()
+    assert not rec._proc.is_alive()
+    with pytest.raises(VoiceUnavailable, match="switched off"):
+        RecognizerProcess("off")

@@ -78,6 +78,9 @@ def test_push_to_talk_without_a_microphone_says_why(make_window, qtbot, monkeypa
     from app.audio import EnergyVAD
 
     w.start_voice(recognizer=None, vad=EnergyVAD())
+    assert not w.mic_btn.isEnabled() and w.mic_btn.text() == "…"  # busy while the devices open
+    qtbot.waitUntil(lambda: w.voice is not None, timeout=10000)
+    assert w.mic_btn.isEnabled()
     w.push_to_talk_down()
     assert w.banner.isVisible() and "Cannot listen: No microphone found." in w.banner.text
     w.push_to_talk_up()
