@@ -85,12 +85,12 @@ def preload_engine() -> None:
     (gaps of 100-250 ms). Here they delay the window's first appearance by a second or two."""
     import torch
 
-    import engine.loading  # noqa: F401  (safetensors)
-    import engine.session  # noqa: F401
-
     # The first random tensor made on the meta device (the model is built there) imports torch's
     # symbolic-shape machinery and torch._dynamo (~1.5 s): here, not in the loader thread.
     import torch._dynamo  # noqa: F401  (imported by the first torch.randn on the meta device)
+
+    import engine.loading  # noqa: F401  (safetensors)
+    import engine.session  # noqa: F401
 
     with torch.device("meta"):  # as load_model builds the model
         torch.randn(8)
