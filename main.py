@@ -268,6 +268,8 @@ class Printer:
                 pass
 
     def _print(self, ev) -> None:
+        from engine.bundled import display_name
+
         k = ev.kind
         if k == "FrameSeen":
             self.video_t = ev.source_t
@@ -277,7 +279,7 @@ class Printer:
             self._line(f"[{fmt(ev.t)}] session {ev.session_id} on {ev.source}{note}")
             if ev.mode:
                 self._line(
-                    f"[{fmt(ev.t)}] model: {model_name(ev.model)}, {ev.mode} mode, decoding: {ev.decoding}"
+                    f"[{fmt(ev.t)}] model: {display_name(ev.model)}, {ev.mode} mode, decoding: {ev.decoding}"
                 )
         elif k == "TurnStart" and ev.turn > 0:
             self._line(f"[{fmt(ev.t)}] you: {ev.question}")
@@ -307,14 +309,6 @@ class Printer:
             self.open_line = False
         self.out.write(printable(s) + end)
         self.out.flush()
-
-
-def model_name(source: str) -> str:
-    from engine.bundled import MODEL_DIR
-
-    if not source or Path(source).resolve() == MODEL_DIR.resolve():
-        return "the bundled model"
-    return source
 
 
 def _at_video_time(ev, video_t: float):

@@ -20,6 +20,7 @@ from pathlib import PurePath
 from app.qt import QtCore, QtGui, QtWidgets
 from app.throttle import Throttle
 from engine import events as E
+from engine.bundled import display_name
 
 MAX_RENDERED = 300  # older entries stay in the log (and the transcript) but are not re-rendered
 
@@ -106,7 +107,7 @@ class ChatLog:
         self.trained = ev.trained
         source = PurePath(ev.source).name if ("/" in ev.source or "\\" in ev.source) else ev.source
         how = f", {ev.mode} mode, decoding: {ev.decoding}" if ev.mode else ""
-        self.add_note(f"Session started on {source} (model: {ev.model or 'bundled'}{how}).", ev.t)
+        self.add_note(f"Session started on {source} (model: {display_name(ev.model)}{how}).", ev.t)
         if not ev.trained:
             self.add_note("This model is untrained (random weights): its answers are noise.", ev.t)
         return True

@@ -32,21 +32,26 @@ class Hardware:
 class ModelNeed:
     name: str  # what a user recognises
     source: str  # hub id or "bundled"
-    gpu_gb: float  # GPU memory needed at bf16, with a 256-frame memory
-    ram_gb: float  # RAM needed to run on the CPU at float32 (0 = runs anywhere)
+    gpu_gb: float  # GPU memory at bfloat16 with a 256-frame visual memory (measured peak)
+    ram_gb: float  # RAM to run on the CPU in float32 (0 = runs anywhere)
+    gpu_int8_gb: float = 0.0  # GPU memory with the int8 text decoder (Settings > Precision: int8)
 
 
-# Estimates: 11B weights at bf16 = 21 GB; the 256-frame visual memory (8 layers x 101 tokens x 8 KV
-# heads x 128 x 2 (K,V) x 2 bytes) is small; text cache 4096 tokens x 40 layers x 8 x 128 x 2 x 2 is
-# 0.7 GB; plus activations and the CUDA context.
+# Peaks measured by `python -m engine.bench gpu` on an H100 (README, Performance): the 11B model in
+# bfloat16 peaks at 25.2 GB with 64 frames and 27.3 GB with 256 (weights 21.3 GB, the visual memory
+# and text cache, vision activations, the CUDA context); with int8 weights 13.8 / 16.0 GB (vision in
+# batches of 8). On a CPU, float32 weights alone are 42.6 GB.
+MOSS_IDS = "fnlp-vision/moss-video-preview"
 KNOWN_MODELS = (
     ModelNeed("Bundled small model (trained by this project)", "bundled", 0.0, 0.0),
+    ModelNeed("MOSS-Video-Preview real-time SFT (11B)", f"{MOSS_IDS}-realtime-sft", 27.3, 48.0, 16.0),
+    ModelNeed("MOSS-Video-Preview SFT (11B)", f"{MOSS_IDS}-sft", 27.3, 48.0, 16.0),
     ModelNeed(
-        "MOSS-Video-Preview real-time SFT (11B)", "OpenMOSS-Team/moss-video-preview-realtime-sft", 24.0, 48.0
-    ),
-    ModelNeed("MOSS-Video-Preview SFT (11B)", "OpenMOSS-Team/moss-video-preview-sft", 24.0, 48.0),
-    ModelNeed(
-        "Llama-3.2-11B-Vision-Instruct (stock Mllama)", "meta-llama/Llama-3.2-11B-Vision-Instruct", 24.0, 48.0
+        "Llama-3.2-11B-Vision-Instruct (stock Mllama)",
+        "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        27.3,
+        48.0,
+        16.0,
     ),
 )
 
@@ -116,11 +121,20 @@ def fits(hw: Hardware, need: ModelNeed) -> tuple[bool, str]:
         return True, "runs on the CPU (always works)"
     best = max((g.vram_gb for g in hw.gpus), default=0.0)
     if best >= need.gpu_gb:
-        return True, f"fits the GPU ({best:.0f} GB, needs ~{need.gpu_gb:.0f} GB)"
+        return True, f"fits the GPU in bfloat16 ({best:.0f} GB; needs ~{need.gpu_gb:.0f} GB)"
+    if need.gpu_int8_gb and best >= need.gpu_int8_gb:
+        return True, (
+            f"fits the GPU with int8 precision ({best:.0f} GB; needs ~{need.gpu_int8_gb:.0f} GB int8, "
+            f"~{need.gpu_gb:.0f} GB bfloat16): choose Precision int8 in Settings"
+        )
     if hw.ram_gb >= need.ram_gb:
         return True, f"runs on the CPU only, slowly (needs ~{need.ram_gb:.0f} GB RAM)"
     have = f"GPU {best:.0f} GB" if hw.gpus else "no GPU"
-    return False, f"does not fit ({have}, RAM {hw.ram_gb:.0f} GB; needs ~{need.gpu_gb:.0f} GB of GPU memory)"
+    need_gpu = need.gpu_int8_gb or need.gpu_gb
+    return False, (
+        f"does not fit ({have}, RAM {hw.ram_gb:.0f} GB; needs ~{need_gpu:.0f} GB of GPU memory with int8, "
+        f"~{need.gpu_gb:.0f} GB in bfloat16)"
+    )
 
 
 def report(hw: Hardware) -> str:

@@ -57,7 +57,12 @@ def run_until(app, done, timeout_s: float) -> bool:
 
 
 def make_screenshot(
-    out: Path, real: bool = False, source: str | None = None, home: Path | None = None
+    out: Path,
+    real: bool = False,
+    source: str | None = None,
+    home: Path | None = None,
+    theme: str = "system",
+    width: int = 1280,
 ) -> Path:
     if (
         sys.platform.startswith("linux")
@@ -101,8 +106,10 @@ def make_screenshot(
 
             spec = str(shutil.copy(LIVING_ROOM, Path(tmp) / "living-room.mp4"))
         backend = EngineBackend() if real else ScriptedBackend()
-        w = MainWindow(Settings(first_run_done=True, last_source=spec), paths, backend, probe_hardware=False)
-        w.resize(1280, 720)
+        w = MainWindow(
+            Settings(first_run_done=True, last_source=spec, theme=theme), paths, backend, probe_hardware=False
+        )
+        w.resize(width, 720)
         w.show()
         if not run_until(app, lambda: w.model is not None, 300):
             raise SystemExit("the model did not load")
@@ -139,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--real", action="store_true", help="use the real engine and the bundled model")
     p.add_argument("--source", default=None, help="source spec (default: the living-room clip or synthetic)")
+    p.add_argument("--theme", choices=["system", "light", "dark"], default="system")
+    p.add_argument("--width", type=int, default=1280, help="window width in pixels (720 high)")
     a = p.parse_args(argv)
-    print(make_screenshot(a.out, a.real, a.source))
+    print(make_screenshot(a.out, a.real, a.source, theme=a.theme, width=a.width))
     return 0
 
 

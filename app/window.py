@@ -131,6 +131,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.capture_dot = QtWidgets.QLabel()
         self.capture_dot.setObjectName("capture-indicator")
         self.capture_dot.setAccessibleName("Capture indicator")
+        # its words may be cut in a narrow window; the dot's colour and the tooltip stay
+        self.capture_dot.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
+        self.capture_dot.setMinimumWidth(16)
+        self.capture_dot.setMaximumWidth(110)
 
         top = QtWidgets.QWidget()
         tl = QtWidgets.QHBoxLayout(top)
@@ -144,7 +150,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.watching = QtWidgets.QLabel("◌ watching…")
         self.watching.setObjectName("watching")
         self.watching.setAccessibleName("The model is watching")
-        self.watching.setStyleSheet("color: palette(placeholder-text); font-style: italic;")
         self.watching.setVisible(False)
         self.input = QtWidgets.QLineEdit()
         self.input.setObjectName("question")
@@ -248,6 +253,11 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _apply_look(self) -> None:
         desktop.apply_look(QtWidgets.QApplication.instance(), self.settings.theme, self.settings.font_size)
+        pal = self.palette()
+        muted = desktop.readable(
+            pal.color(QtGui.QPalette.ColorRole.PlaceholderText), pal.color(QtGui.QPalette.ColorRole.Window)
+        )
+        self.watching.setStyleSheet(f"color: {muted.name()}; font-style: italic;")
         self.chat.set_log(self.log)
 
     # ---- status -----------------------------------------------------------------------------------

@@ -48,3 +48,13 @@ def random_model(device: str = "cpu", seed: int = 0):
     m = Model(tiny("moss", image_token_id=tok.image_id, vocab_size=tok.vocab_size)).eval().to(device)
     m.tokenizer, m.trained, m.source = tok, False, "random (no trained model bundled)"
     return m
+
+
+def display_name(source: str) -> str:
+    """What a user knows a model as: "the bundled model" for ours, else its folder or hub id."""
+    try:
+        if not source or Path(source) == MODEL_DIR or Path(source).resolve() == MODEL_DIR.resolve():
+            return "the bundled model"
+    except (OSError, ValueError):
+        pass
+    return source

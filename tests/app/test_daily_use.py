@@ -138,3 +138,8 @@ def test_the_window_works_at_800_px_with_every_source(make_window, qtbot, kind):
         assert b.isVisible() and b.mapTo(w, b.rect().topRight()).x() <= 800
     notes = [n for n in w.picker.findChildren(QtWidgets.QLabel) if n.text() and n.isVisible()]
     assert all(n.toolTip() == n.text() for n in notes if n.width() < n.sizeHint().width())  # cut: tooltip
+    w.start_source("synthetic")  # running adds the capture indicator: still 800 px
+    qtbot.waitUntil(lambda: w.state == "running", timeout=5000)
+    w.resize(800, 600)
+    qtbot.wait(50)
+    assert w.minimumSizeHint().width() <= 800 and w.width() == 800

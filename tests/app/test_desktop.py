@@ -94,6 +94,14 @@ def test_hardware_report_and_fits():
     assert all(fits(h100, n)[0] for n in KNOWN_MODELS)
     text = report(cpu_only)
     assert "GPU: none found" in text and "always works" in text
+    # the hints follow the measured peaks: 27.3 GB in bfloat16, 16.0 GB with int8 (256 frames)
+    rtx4090 = Hardware(64.0, 16, (GPU("RTX 4090", 24.0),), False, "2.13", "")
+    ok, why = fits(rtx4090, KNOWN_MODELS[1])
+    assert ok and "int8" in why  # a 24 GB card needs int8: bfloat16 peaks above 24 GB
+    ok, why = fits(Hardware(32.0, 8, (GPU("RTX 4060 Ti", 16.0),), False, "2.13", ""), KNOWN_MODELS[1])
+    assert ok and "int8" in why
+    ok, why = fits(Hardware(32.0, 8, (GPU("RTX 3060", 12.0),), False, "2.13", ""), KNOWN_MODELS[1])
+    assert not ok and "16 GB of GPU memory with int8" in why
 
 
 def test_first_run_probe_reports_in_the_chat(make_window, qtbot, paths):
