@@ -179,6 +179,10 @@ class ChatLog:
         self.silent, self.speaking = True, False
         return not was
 
+    def _on_Compacted(self, ev: E.Compacted) -> bool:
+        self.entries.append(Note(ev.message, ev.t))
+        return True
+
     def _on_Error(self, ev: E.Error) -> bool:
         where = f" ({ev.where})" if ev.where else ""
         self.entries.append(Note(f"{ev.message}{where}", ev.t, "error"))

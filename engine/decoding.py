@@ -24,7 +24,17 @@ GENERATION_CONFIG = "generation_config.json"
 MAX_CONFIG_BYTES = 1 << 20  # a generation_config.json is a few hundred bytes; never read more than this
 
 # transformers' GenerationConfig defaults for the fields we use
-HF_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+HF_DEFAULTS = {
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+}
+# Our bundled model (no generation_config.json) decodes greedily with a guard against token loops: a
+# small model can fall into "large large large ..." until the segment cap on input unlike its world.
+BUNDLED_NO_REPEAT_NGRAM = 4
 
 
 class DecodingError(ValueError):
@@ -39,6 +49,8 @@ class Sampling:
     repetition_penalty: float = 1.0  # over the current speech segment (1 = none)
     seed: int = 0  # the sampling generator's seed: the same stream says the same words
     origin: str = "default"  # where these settings come from, for the session's record
+    # never say the same n tokens twice in one answer (0 = off): stops "large large large ..." loops
+    no_repeat_ngram: int = 0
 
     def __post_init__(self):
         if not (self.temperature >= 0 and self.temperature < float("inf")):
@@ -61,6 +73,8 @@ class Sampling:
     def describe(self) -> str:
         """One line for the session's record, e.g. 'sampling (temperature 1, top-k 50, seed 0; ...)'."""
         rep = f", repetition penalty {self.repetition_penalty:g}" if self.repetition_penalty != 1.0 else ""
+        if self.no_repeat_ngram:
+            rep += f", no repeated {self.no_repeat_ngram}-grams"
         if self.greedy:
             return f"greedy{rep} ({self.origin})"
         parts = [f"temperature {self.temperature:g}"]
@@ -101,7 +115,7 @@ def checkpoint_defaults(gen_config: dict | None, mode: str) -> Sampling:
     (greedy unless it sets do_sample).
     """
     if gen_config is None:
-        return Sampling(origin="no generation_config.json")
+        return Sampling(origin="no generation_config.json", no_repeat_ngram=BUNDLED_NO_REPEAT_NGRAM)
     g = {**HF_DEFAULTS, **{k: v for k, v in gen_config.items() if k in HF_DEFAULTS and v is not None}}
     try:
         sample = mode == "moss" or bool(g["do_sample"])
@@ -111,6 +125,7 @@ def checkpoint_defaults(gen_config: dict | None, mode: str) -> Sampling:
             top_k=int(g["top_k"]) if sample else 0,
             top_p=float(g["top_p"]) if sample else 1.0,
             repetition_penalty=float(g["repetition_penalty"]),
+            no_repeat_ngram=int(g["no_repeat_ngram_size"]),
             origin=GENERATION_CONFIG
             + (" with sampling, as the MOSS real-time scripts run" if mode == "moss" else ""),
         )
@@ -181,9 +196,21 @@ def filtered_probs(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
     return scores.softmax(-1)
 
 
+def repeated_ngram_tokens(seen: list[int], n: int) -> list[int]:
+    """Tokens that would complete an n-gram already in `seen` (transformers' no_repeat_ngram_size)."""
+    if n <= 0 or len(seen) < n:
+        return []
+    prefix = tuple(seen[len(seen) - n + 1 :]) if n > 1 else ()
+    return sorted({seen[i + n - 1] for i in range(len(seen) - n + 1) if tuple(seen[i : i + n - 1]) == prefix})
+
+
 def next_token(logits: torch.Tensor, s: Sampling, seen: list[int], generator: torch.Generator) -> int:
     """Choose one token id from (V,) logits (banned tokens already at -inf)."""
     logits = penalise(logits.float(), seen, s.repetition_penalty)
+    banned = repeated_ngram_tokens(seen, s.no_repeat_ngram)
+    if banned:
+        logits = logits.clone()
+        logits[torch.tensor(banned, device=logits.device)] = float("-inf")
     if s.greedy:
         return int(logits.argmax())
     probs = filtered_probs(logits, s).cpu()

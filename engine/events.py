@@ -105,6 +105,15 @@ class Stats(Event):
 
 
 @dataclass(frozen=True)
+class Compacted(Event):
+    """Old parts of the stream left the model's memory (the user should know what it still sees)."""
+
+    what: str  # "frames": the visual memory is full and slides; "context": the text was compacted
+    frames_kept: int  # frames the model still attends to
+    message: str  # one sentence for the user
+
+
+@dataclass(frozen=True)
 class Error(Event):
     message: str  # one sentence a user can act on
     where: str = ""  # "source", "perception", "generation", "model", ...
@@ -129,6 +138,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SpeechEnd,
         Revision,
         Stats,
+        Compacted,
         Error,
         SessionEnd,
     )

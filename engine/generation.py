@@ -194,7 +194,9 @@ class StreamDecoder:
             return out
         if not self.speaking:
             self.segment_id += 1
-            prev = self.turn_segments[-1] if self.turn_segments else None
+            # a revision re-answers a question; speech in the opening turn (nothing was asked) is
+            # commentary, never a revision of "an earlier answer"
+            prev = self.turn_segments[-1] if self.turn_segments and self.turn > 0 else None
             out.append(E.SpeechStart(t, self.turn, self.segment_id, revises=prev[0] if prev else None))
             if prev is not None:
                 out.append(E.Revision(t, self.turn, self.segment_id, prev[0], prev[1]))

@@ -191,6 +191,8 @@ class Session:
         self._last_stats = 0.0
         self._last_frame_captured = 0.0
         self._last_source_t = 0.0
+        self._said_sliding = False
+        self._said_compactions = 0
         transcript_problem = None
         if cfg.transcript_path is not None or cfg.transcript_dir is not None:
             from engine.transcript import TranscriptWriter
@@ -447,6 +449,7 @@ class Session:
                 if n_tok:
                     self._token_times.append(time.monotonic())
                 self._emit_all(evs)
+            self._note_compaction(dec)
             self._maybe_stats()
             if not evs and not busy:
                 if self._source_done and self._perception_done and self.ring.peek() is None:
@@ -462,6 +465,34 @@ class Session:
                 self.gen_wake.wait(0.1)
         if not self._stop.is_set():
             threading.Thread(target=self._finish, args=("source ended",)).start()
+
+    def _note_compaction(self, dec: StreamDecoder) -> None:
+        """Say when old frames leave the model's memory: the first time the visual memory slides, and
+        each time the text context is compacted."""
+        mem = dec.memory
+        if mem.evicted and not self._said_sliding:
+            self._said_sliding = True
+            secs = mem.C / self.cfg.fps
+            self._emit(
+                E.Compacted(
+                    self.clock(),
+                    "frames",
+                    mem.visible,
+                    f"The visual memory is full: from now on the model sees the last {mem.C} frames "
+                    f"(about {secs / 60:.1f} minutes); older frames are forgotten.",
+                )
+            )
+        if dec.compactions > self._said_compactions:
+            self._said_compactions = dec.compactions
+            self._emit(
+                E.Compacted(
+                    self.clock(),
+                    "context",
+                    mem.visible,
+                    f"The conversation grew past {self.cfg.max_context} tokens and was compacted: the model "
+                    f"keeps the current question and the last {mem.visible} frames, not what was said before.",
+                )
+            )
 
     # ---- events ----------------------------------------------------------------------------------
     def _emit(self, ev: E.Event) -> None:

@@ -77,9 +77,9 @@ def test_mode_and_decoding_are_the_users_and_recorded(tmp_path):
     r = run("--source", "synthetic", "--duration", "2", "--mode", "stock", "--decoding", "sample", "--seed", "5",
             "--transcript", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "stock mode, decoding: sampling (temperature 1, top-k 50, seed 5" in r.stdout
+    assert "stock mode, decoding: sampling (temperature 1, top-k 50, no repeated 4-grams, seed 5" in r.stdout
     start = json.loads(out.read_text().splitlines()[0])
     assert start["kind"] == "SessionStart" and start["mode"] == "stock"
-    assert start["decoding"].startswith("sampling (temperature 1, top-k 50, seed 5")
+    assert start["decoding"].startswith("sampling (temperature 1, top-k 50, no repeated 4-grams, seed 5")
     bad = run("--source", "synthetic", "--duration", "1", "--top-p", "0")
     assert bad.returncode == 2 and "top-p must be above 0" in bad.stderr and "Traceback" not in bad.stderr

@@ -92,6 +92,7 @@ def run_synthetic(args) -> int:
             threads,
             args.tokens_per_frame,
             args.render_scale,
+            args.no_repeat_ngram,
         )
         for i in range(workers)
     ]
@@ -188,6 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=1.0,
         help="frames rendered this much larger and downsampled (as a larger video file gives them)",
+    )
+    ap.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=None,
+        metavar="N",
+        help="loop guard of the decoding (0 = off); default: what a session of this checkpoint uses",
     )
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument(

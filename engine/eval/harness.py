@@ -48,6 +48,7 @@ import torch
 
 from engine import events as E
 from engine import protocol as P
+from engine.decoding import Sampling, checkpoint_defaults
 from engine.eval.text import normalise
 from engine.generation import StreamConfig, StreamDecoder, perceive
 from engine.preprocess import batch_pixels
@@ -154,9 +155,12 @@ def replay(
     max_segment_tokens: int = 96,
     frames: np.ndarray | None = None,
     decoder_hook: Callable[[StreamDecoder, dict], None] | None = None,
+    sampling: Sampling | None = None,
 ) -> Trace:
     """Replay a real-time record through StreamDecoder with a simulated clock -> Trace.
 
+    sampling: None = what a session of this checkpoint decodes with (its authors' defaults, or, for our
+    own models, greedy with the loop guard), so the evaluation measures what a user gets.
     decoder_hook(decoder, meta) may patch the decoder before the replay (tests: a scripted oracle).
     """
     meta = record["meta"]
@@ -166,8 +170,13 @@ def replay(
         frames = frames_of(record, model.cfg.vision.image_size)
     k, v = perceive_frames(model, frames[:F])
     clock = _SimClock()
+    if sampling is None:
+        sampling = checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode)
     cfg = StreamConfig(
-        system_prompt=system_prompt, memory_frames=max(F, 1), max_segment_tokens=max_segment_tokens
+        system_prompt=system_prompt,
+        memory_frames=max(F, 1),
+        max_segment_tokens=max_segment_tokens,
+        sampling=sampling,
     )
     dec = StreamDecoder(model, model.tokenizer, cfg, clock=clock)
     if decoder_hook is not None:
@@ -668,6 +677,7 @@ def evaluate_synthetic(
     progress: Callable[[str], None] | None = None,
     wall_speed: float | None = None,
     render_scale: float = 1.0,
+    sampling: Sampling | None = None,
 ) -> Results:
     """Score the real-time replay (simulated clock; or the real runtime on the wall clock at
     `wall_speed` x real time), and optionally offline QA. render_scale: see frames_of."""
@@ -682,7 +692,14 @@ def evaluate_synthetic(
                     rec["meta"], replay_wall(model, rec, system_prompt, wall_speed, frames=frames), res
                 )
             elif realtime:
-                tr = replay(model, rec, system_prompt, tokens_per_frame=tokens_per_frame, frames=frames)
+                tr = replay(
+                    model,
+                    rec,
+                    system_prompt,
+                    tokens_per_frame=tokens_per_frame,
+                    frames=frames,
+                    sampling=sampling,
+                )
                 score_record(rec["meta"], tr, res)
             if offline_rt:
                 score_offline_rt(model, rec, res, frames=frames)
@@ -697,8 +714,9 @@ def evaluate_synthetic(
 
 def eval_worker(job: tuple) -> dict:
     """One worker process of `python -m engine.eval --workers N`: (model_dir, seeds, realtime,
-    offline, offline_rt, torch threads, tokens_per_frame, render_scale) -> dataclasses.asdict(Results)."""
-    model_dir, seeds, realtime, offline, offline_rt, threads, tpf, scale = job
+    offline, offline_rt, torch threads, tokens_per_frame, render_scale, no_repeat_ngram) ->
+    dataclasses.asdict(Results). no_repeat_ngram None: the checkpoint's decoding."""
+    model_dir, seeds, realtime, offline, offline_rt, threads, tpf, scale, ngram = job
     torch.set_num_threads(threads)
     from engine.loading import load_model
 
@@ -712,6 +730,12 @@ def eval_worker(job: tuple) -> dict:
         offline_rt=offline_rt,
         tokens_per_frame=tpf,
         render_scale=scale,
+        sampling=None
+        if ngram is None
+        else dataclasses.replace(
+            checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode),
+            no_repeat_ngram=ngram,
+        ),
     )
     return dataclasses.asdict(res)
 
