@@ -412,3 +412,32 @@ def test_both_spellings_of_the_moss_ids_reach_the_same_checkpoint(monkeypatch, t
         ("fnlp-vision/moss-video-preview-sft", False),
     ]
     assert resolve("meta-llama/Llama-3.2-11B-Vision-Instruct") == tmp_path  # no alias: as given
+
+
+def test_no_repeat_ngram_bans_what_transformers_bans():
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+
+    g = torch.Generator().manual_seed(3)
+    for n in (2, 3, 4):
+        for _ in range(20):
+            seen = torch.randint(0, 6, (int(torch.randint(0, 14, (1,), generator=g)),), generator=g).tolist()
+            scores = NoRepeatNGramLogitsProcessor(n)(
+                torch.tensor([seen or [0]])[:, : len(seen)], torch.zeros(1, 8)
+            )
+            hf = sorted(torch.nonzero(scores[0] == float("-inf")).flatten().tolist()) if seen else []
+            assert decoding.repeated_ngram_tokens(seen, n) == hf, (n, seen)
+
+
+def test_the_bundled_model_decodes_greedily_with_the_loop_guard():
+    s = decoding.checkpoint_defaults(None, "moss")
+    assert s.greedy and s.no_repeat_ngram == decoding.BUNDLED_NO_REPEAT_NGRAM
+    assert decoding.checkpoint_defaults(MOSS_GENERATION, "moss").no_repeat_ngram == 0  # authors' default
+    assert (
+        decoding.checkpoint_defaults({**MOSS_GENERATION, "no_repeat_ngram_size": 3}, "moss").no_repeat_ngram
+        == 3
+    )
+    logits = torch.zeros(10)
+    logits[7] = 5.0  # the model wants to say 7 again
+    gen = torch.Generator()
+    assert decoding.next_token(logits, s, [7, 7, 7], gen) == 7  # 4-gram (7,7,7,7) not seen yet
+    assert decoding.next_token(logits, s, [7, 7, 7, 7], gen) != 7  # now it would repeat it

@@ -154,3 +154,19 @@ def test_protocol_matches_reference_records(model):
     assert ref[-2] == tok.silence_id and dec.waiting
     assert dec.ids + dec.pending == ref[:-2]
     assert users == []
+
+
+def test_the_user_is_told_when_old_frames_leave_the_memory(model):
+    from engine.session import Session, SessionConfig
+    from engine.sources import SyntheticSource
+
+    s = Session(model, config=SessionConfig(realtime=False, memory_frames=4, max_context=512, system_prompt="Watch."))
+    s.start(SyntheticSource(fps=1, realtime=False, num_frames=40))
+    evs = list(s.events(timeout=120))
+    notes = [e for e in evs if e.kind == "Compacted"]
+    frames = [e for e in notes if e.what == "frames"]
+    assert len(frames) == 1 and "last 4 frames" in frames[0].message  # said once, when it starts sliding
+    first_slide = next(i for i, e in enumerate(evs) if e.kind == "Compacted")
+    assert 4 <= sum(e.kind == "FrameSeen" for e in evs[:first_slide]) <= 5  # when the 5th frame enters
+    context = [e for e in notes if e.what == "context"]
+    assert context and all("compacted" in e.message for e in context)
