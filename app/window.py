@@ -7,49 +7,38 @@ a 20 ms timer and pulls `session.latest_frame()` from a 33 ms timer, both in the
 other thread (model loading, camera probing, stopping, the voice loop) reaches the window through
 queued signals only. Errors a user can cause are shown in the window and the app keeps running.
 
-It knows the engine only through `app.backend` (a `Backend` and `SessionLike`); no tensors.
+It knows the engine only through `app.backend` (a `Backend` and `SessionLike`); no tensors. The model
+controls and settings (`app.window_model`), past sessions and exports (`app.window_sessions`) and voice
+(`app.window_voice`) are mixins of this class, each in its own module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
 from app import desktop
-from app.audio import AudioRing, Microphone, VoiceLoop, VoiceUnavailable, make_tts, make_vad
+from app.audio import Microphone, VoiceLoop
 from app.backend import Backend, LoadedModel, SessionLike
 from app.chat import ChatLog, ChatView
 from app.messages import ErrorBanner, MessageLog, ModelNotice, show_log
-from app.qt import QObject, Qt, QtCore, QtGui, QTimer, QtWidgets, Signal
-from app.recognizer_process import RecognizerProcess
-from app.settings import AppPaths, Settings, save_settings
-from app.settings_dialog import SettingsDialog
+from app.qt import Qt, QtGui, QTimer, QtWidgets, Signal
+from app.settings import AppPaths, Settings
 from app.source_picker import SourcePicker, spec_kind
 from app.video import VideoView
+from app.window_model import ModelControls
+from app.window_sessions import EXPORTS, SessionHistory
+from app.window_voice import VoiceControls
 from app.workers import Task
 from engine import events as E
 
 POLL_MS = 20  # event drain: tokens reach the log within 20 ms; the chat repaint is throttled separately
 VIDEO_MS = 33  # ~30 Hz pull of the newest frame; a frame is converted only when it changed
 STATUS_MS = 8000  # how long a transient status message stays
-EXPORTS = {
-    "srt": ("SRT subtitles", "*.srt"),
-    "vtt": ("WebVTT subtitles", "*.vtt"),
-    "md": ("Markdown", "*.md"),
-}
 
 
-class VoiceSignals(QObject):
-    """The voice thread's callbacks as signals (queued into the GUI thread)."""
-
-    speech_started = Signal()
-    text = Signal(str)
-    error = Signal(str)
-
-
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWindow):
     session_state_changed = Signal(str)  # "idle", "running", "paused", "stopping"
     model_ready = Signal()
 
@@ -311,41 +300,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session_state_changed.emit(st)
 
     # ---- model ------------------------------------------------------------------------------------
-    def load_model(self) -> None:
-        if self._load_task is not None and not self._load_task.finished:
-            self._load_task.cancelled = True  # settings changed mid-load: its result is not wanted
-        self.model = None
-        settings = self.settings
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
-        self.model_label.setText("Loading the model…")
-        self._load_task = Task("model-loader", lambda report: self.backend.load(settings, report), self)
-        self._load_task.connect(self._model_loaded, self._model_failed, self._load_progress).start()
-
-    def _load_progress(self, fraction: float, text: str) -> None:
-        if fraction < 0:
-            self.progress.setRange(0, 0)  # busy: the size is unknown
-        else:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(fraction * 1000))
-        self.progress.setFormat(text[:60])
-        self.model_label.setText(text)
-
-    def _model_loaded(self, model: LoadedModel) -> None:
-        self.model = model
-        self.progress.setVisible(False)
-        bundled = not self.settings.model and model.trained
-        name = "bundled demo model (a world of shapes only)" if bundled else model.name
-        self.model_label.setText(f"Model: {name} ({model.device})")
-        self.model_label.setToolTip(self.notice.label.text() if bundled else model.name)
-        self.notice.show_for(bundled)
-        if not model.trained:
-            self.show_status("No trained model is bundled: an untrained stand-in answers with noise.")
-        self.model_ready.emit()
-        if self._pending_start is not None and self.state == "idle":
-            spec, self._pending_start = self._pending_start, None
-            self._start_session(spec)
-
     def open_video_file(self) -> None:
         """File > Open: pick a video and start watching it (stopping a session that runs)."""
         if self.picker.choose_file():
@@ -372,22 +326,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.show_error(f"No file manager could be opened here; the folder is {path}")
         return False
 
-    def choose_checkpoint(self) -> str | None:
-        """Pick a checkpoint folder (config.json + safetensors) and load it now."""
-        folder = QtWidgets.QFileDialog.getExistingDirectory(
-            self, "Choose a model checkpoint folder (config.json + safetensors)", str(self.paths.models)
-        )
-        if folder:
-            self.apply_settings(self.settings.replace(model=folder))
-        return folder or None
-
-    def _model_failed(self, message: str) -> None:
-        self.progress.setVisible(False)
-        self.model_label.setText("No model loaded")
-        self._pending_start = None
-        self.show_error(f"The model could not be loaded: {message} Change it in Settings (Ctrl+,).")
-
-    # ---- session ----------------------------------------------------------------------------------
     def start(self) -> None:
         if self.state != "idle":
             return
@@ -586,333 +524,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.start_source(path)
 
     # ---- transcripts ------------------------------------------------------------------------------
-    def _note_past_sessions(self) -> None:
-        n = len(self._past_sessions())
-        if n:
-            self.log.add_note(f"{n} past session{'s' if n != 1 else ''}: see the Sessions menu.")
-
-    def _past_sessions(self) -> list[Any]:
-        try:
-            from engine.transcript import list_sessions
-
-            return list_sessions(self.paths.sessions)
-        except (ImportError, OSError):
-            return []
-
-    def _fill_sessions_menu(self) -> None:
-        m = self.sessions_menu
-        m.clear()
-        infos = self._past_sessions()
-        if not infos:
-            a = m.addAction("No past sessions yet")
-            a.setEnabled(False)
-        for info in infos[:25]:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started_at))
-            mins, secs = divmod(int(info.duration), 60)
-            q = f"{info.questions} question{'s' if info.questions != 1 else ''}"
-            flag = "" if info.complete else " (cut off)"
-            label = f"{when}  {info.source or '?'}  ·  {q}  ·  {mins}:{secs:02d}{flag}"
-            m.addAction(label, lambda p=info.path: self.open_past_session(p))
-        m.addSeparator()
-        m.addAction("Open the sessions folder", lambda: desktop.open_folder(self.paths.sessions))
-
-    def open_past_session(self, path: Path) -> bool:
-        if self.state != "idle":
-            self.show_status("Stop the live session before opening a past one.", error=True)
-            return False
-        from engine.transcript import load_transcript
-
-        try:
-            tr = load_transcript(path)
-        except (OSError, ValueError) as e:
-            self.show_error(f"The transcript {Path(path).name} cannot be read ({e}).")
-            return False
-        self.log = ChatLog()
-        for ev in tr.events:
-            self.log.apply(ev)
-        self.log.silent = self.log.speaking = False
-        if not tr.complete:
-            self.log.add_note("This session was cut off (the app did not close it).")
-        self.chat.set_log(self.log)
-        self.chat.flush()
-        self.events = list(tr.events)
-        self.viewing = Path(path)
-        self.video.clear(f"Past session {Path(path).stem}: the transcript is shown on the right.")
-        self.show_status(f"Opened {Path(path).name}")
-        return True
-
-    def export_transcript(self, fmt: str, path: Path) -> Path:
-        from engine import transcript as T
-
-        if not self.events:
-            raise ValueError("There is no session to export yet.")
-        text = {"srt": T.to_srt, "vtt": T.to_webvtt, "md": T.to_markdown}[fmt](self.events)
-        path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(21, "it is a folder", str(path))
-        T.write_text_atomic(path, text)  # a full disk never leaves half a file where the old one was
-        return path
-
-    def export_dialog(self, fmt: str) -> None:
-        if not self.events:
-            self.show_error("There is no session to export yet: start one, or open a past one (Sessions).")
-            return
-        label, pattern = EXPORTS[fmt]
-        name = (
-            self.viewing.stem if self.viewing else getattr(self.session, "session_id", "session")
-        ) + pattern[1:]
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self, f"Export {label}", str(Path.home() / name), f"{label} ({pattern})"
-        )
-        if path:
-            try:
-                self.export_transcript(fmt, Path(path))
-            except OSError as e:
-                self.show_error(f"Could not write {path}: {e.strerror or e}")
-            else:
-                self.show_status(f"Exported {path}")
-
-    # ---- settings ---------------------------------------------------------------------------------
-    def open_settings(self) -> SettingsDialog:
-        dlg = SettingsDialog(self.settings, self)
-        dlg.accepted.connect(lambda: self.apply_settings(dlg.result_settings))
-        dlg.open()  # window-modal, but never blocks the event loop (the session keeps streaming)
-        self.settings_dialog = dlg
-        return dlg
-
-    def apply_settings(self, new: Settings | None) -> None:
-        if new is None:
-            return
-        old, self.settings = self.settings, new
-        self._save_settings()
-        self._apply_look()
-        self._ptt_key = desktop.key_from_text(new.push_to_talk_key)
-        self.mic_btn.setToolTip(f"Hold to talk ({new.push_to_talk_key})")
-        model_keys = ("model", "device", "dtype", "local_only", "mode")
-        if any(getattr(old, k) != getattr(new, k) for k in model_keys):
-            if self.state == "idle":
-                self.load_model()
-            else:
-                self.model = None
-                self.show_status("The new model loads when you start the next session.")
-        voice_keys = ("voice", "always_listen", "recognizer", "whisper_model", "tts", "speak_answers")
-        if any(getattr(old, k) != getattr(new, k) for k in voice_keys):
-            self.stop_voice()
-            if new.voice:
-                self.start_voice()
-        elif new.speak_answers and self.tts is None:
-            self._make_tts()
-        if self.state != "idle" and any(
-            getattr(old, k) != getattr(new, k)
-            for k in ("fps", "memory_frames", "max_context", "system_prompt", "decoding", "temperature")
-        ):
-            self.show_status("Frame rate, memory, prompt and decoding changes apply to the next session.")
-
-    def _save_settings(self) -> None:
-        try:
-            save_settings(self.settings, self.paths.settings_file)
-        except OSError as e:
-            self.show_status(f"Settings could not be saved ({e.strerror or e}).", error=True)
-
-    # ---- first run --------------------------------------------------------------------------------
-    def _first_run_report(self) -> None:
-        def work(report: Any) -> str:
-            from app.hardware import probe
-            from app.hardware import report as describe
-
-            return describe(probe())
-
-        task = Task("hardware-probe", work, self)
-        task.connect(self._show_hardware, lambda m: self.show_status(f"Hardware check failed: {m}"))
-        self._tasks.append(task)
-        task.start()
-
-    def _show_hardware(self, text: str) -> None:
-        self.hardware_report = text
-        self.log.add_note("Hardware check:\n" + text)
-        self.chat.changed()
-        if not self.settings.first_run_done:
-            self.settings = self.settings.replace(first_run_done=True)
-            self._save_settings()
-
-    # ---- voice ------------------------------------------------------------------------------------
-    def start_voice(
-        self,
-        ring: AudioRing | None = None,
-        vad: Any = None,
-        recognizer: Any = None,
-        background: bool | None = None,
-    ) -> list[str]:
-        """Open the microphone (unless `ring` is given: tests feed it) and start the voice thread.
-
-        Opening the device and loading the recogniser and VAD take up to a second, so with a real
-        microphone (no `ring`) that runs in a worker while the Talk button shows a busy state; the
-        voice loop starts when they are ready (`voice_ready`). Returns what is missing so far (also
-        shown in the status bar); the app works without any of it.
-        """
-        self.stop_voice()
-        self.mic_problem = None
-        settings = self.settings
-        generation = self._voice_generation
-
-        def prepare(report: Any) -> tuple:
-            missing: list[str] = []
-            mic, problem, the_ring = None, None, ring
-            if the_ring is None:
-                the_ring = AudioRing()
-                mic = Microphone(the_ring)
-                try:
-                    mic.open()
-                except VoiceUnavailable as e:
-                    missing.append(str(e))
-                    mic, problem = None, str(e)
-            rec = recognizer
-            if rec is None:
-                try:  # in its own process: pocketsphinx would hold the GIL, freezing the window
-                    rec = RecognizerProcess(settings.recognizer, settings.whisper_model)
-                except VoiceUnavailable as e:
-                    missing.append(str(e))
-            tts = None
-            if settings.speak_answers:
-                try:
-                    tts = make_tts(settings.tts)
-                except VoiceUnavailable as e:
-                    missing.append(str(e))
-            return generation, the_ring, mic, problem, rec, vad or make_vad(), tts, missing
-
-        if background if background is not None else ring is None:
-            self.mic_btn.setEnabled(False)
-            self.mic_btn.setText("…")
-            self.mic_btn.setToolTip("Voice is starting…")
-            self.show_status("Starting voice (microphone, speech recogniser)…")
-            self._voice_task = Task("voice-start", prepare, self)
-            self._voice_task.connect(self._voice_prepared, self._voice_failed).start()
-            self.voice_missing = []
-            return []
-        return self._voice_prepared(prepare(None))
-
-    def _voice_prepared(self, parts: tuple) -> list[str]:
-        generation, ring, mic, problem, recognizer, vad, tts, missing = parts
-        if generation != self._voice_generation:  # voice was switched off (or on again) meanwhile
-            if mic is not None:
-                mic.close()
-            return []
-        self._voice_task = None
-        self.microphone, self.mic_problem = mic, problem
-        if tts is not None:
-            self.tts = tts
-        self._voice_signals = VoiceSignals(self)
-        q = Qt.ConnectionType.QueuedConnection
-        self._voice_signals.speech_started.connect(self._user_started_speaking, q)
-        self._voice_signals.text.connect(lambda t: self.ask(t, via="voice"), q)
-        self._voice_signals.error.connect(lambda m: self.show_status(m, error=True), q)
-        sig = self._voice_signals
-        # The push-to-talk key must work whichever child has focus, so the filter sits on the app;
-        # only while voice is on, since every event of the app then passes through Python.
-        QtWidgets.QApplication.instance().installEventFilter(self)
-        self.voice = VoiceLoop(
-            ring,
-            vad,
-            recognizer,
-            on_text=sig.text.emit,
-            on_speech_start=sig.speech_started.emit,
-            on_error=sig.error.emit,
-            always_listen=self.settings.always_listen,
-        ).start()
-        self.mic_btn.setEnabled(True)
-        self.mic_btn.setText("Talk")
-        self.mic_btn.setToolTip(f"Hold to talk ({self.settings.push_to_talk_key})")
-        if missing:
-            self.show_status("Voice: " + " ".join(missing), error=True)
-        else:
-            self.show_status("Voice is on.")
-        self.voice_missing = missing
-        return missing
-
-    def _voice_failed(self, message: str) -> None:
-        self._voice_task = None
-        self.mic_btn.setEnabled(True)
-        self.mic_btn.setText("Talk")
-        self.show_status(f"Voice could not start: {message}", error=True)
-
-    def _make_tts(self) -> list[str]:
-        try:
-            self.tts = make_tts(self.settings.tts)
-            return []
-        except VoiceUnavailable as e:
-            self.tts = None
-            return [str(e)]
-
-    def stop_voice(self) -> None:
-        self._voice_generation += 1  # a voice start still under way: its result is not wanted
-        if self._voice_task is not None:
-            self._voice_task.cancelled = True
-            self._voice_task = None
-            self.mic_btn.setEnabled(True)
-            self.mic_btn.setText("Talk")
-        QtWidgets.QApplication.instance().removeEventFilter(self)
-        if self.voice is not None:
-            self.voice.stop()
-            close = getattr(self.voice.recognizer, "close", None)
-            if close is not None:
-                close()  # ends the recogniser's process
-            self.voice = None
-        if self.microphone is not None:
-            self.microphone.close()
-            self.microphone = None
-        if self.tts is not None:
-            self.tts.stop()
-            self.tts = None
-
-    def _user_started_speaking(self) -> None:
-        """Voice barge-in: while the user speaks, the assistant stops talking."""
-        if self.tts is not None:
-            self.tts.stop()
-        if self.log.speaking:
-            self.stop_answer()
-
-    def push_to_talk_down(self) -> None:
-        if self.voice is None:
-            self.show_status("Voice is off: switch it on in Settings (Ctrl+,).", error=True)
-            return
-        if self.mic_problem:
-            self.show_status(f"Cannot listen: {self.mic_problem}", error=True)
-            return
-        self.voice.ptt_down()
-        self.mic_btn.setDown(True)
-
-    def push_to_talk_up(self) -> None:
-        if self.voice is not None:
-            self.voice.ptt_up()
-        self.mic_btn.setDown(False)
-
-    def eventFilter(self, obj: QObject, e: QtCore.QEvent) -> bool:  # noqa: N802
-        t = e.type()
-        if t in (QtCore.QEvent.Type.KeyPress, QtCore.QEvent.Type.KeyRelease) and self.isActiveWindow():
-            ke: QtGui.QKeyEvent = e  # type: ignore[assignment]
-            if (
-                not ke.isAutoRepeat()
-                and not self._ptt_key.isEmpty()
-                and ke.keyCombination() == self._ptt_key[0]
-            ):
-                if t == QtCore.QEvent.Type.KeyPress:
-                    self.push_to_talk_down()
-                else:
-                    self.push_to_talk_up()
-                return True
-        return super().eventFilter(obj, e)
-
-    def _voice_report(self) -> None:
-        from app.audio import check_voice
-
-        s = self.settings
-        st = check_voice(s.recognizer, s.whisper_model, s.tts)
-        box = QtWidgets.QMessageBox(
-            QtWidgets.QMessageBox.Icon.Information, "Voice", st.summary(), parent=self
-        )
-        box.open()
-
-    # ---- window -----------------------------------------------------------------------------------
     def showEvent(self, e: QtGui.QShowEvent) -> None:  # noqa: N802
         super().showEvent(e)
         if not self.capture_note:

@@ -61,7 +61,7 @@ def test_the_bundled_model_says_what_it_can_see_and_one_click_chooses_a_real_one
 
 
 def test_push_to_talk_without_a_microphone_says_why(make_window, qtbot, monkeypatch):
-    import app.window as W
+    import app.window_voice as W
 
     class NoMic:
         def __init__(self, ring):
