@@ -474,7 +474,7 @@ def run_headless(args) -> int:
     if session.transcript_path:
         say(f"transcript: {printable(str(session.transcript_path))}")
     for path in subtitles:
-        from engine.transcript import write_subtitles
+        from engine.export import write_subtitles
 
         try:
             write_subtitles(events, path)

@@ -76,7 +76,8 @@ class SessionHistory:
         return True
 
     def export_transcript(self, fmt: str, path: Path) -> Path:
-        from engine import transcript as T
+        from engine import export as T
+        from engine.files import write_text_atomic
 
         if not self.events:
             raise ValueError("There is no session to export yet.")
@@ -84,7 +85,7 @@ class SessionHistory:
         path = Path(path)
         if path.is_dir():
             raise IsADirectoryError(21, "it is a folder", str(path))
-        T.write_text_atomic(path, text)  # a full disk never leaves half a file where the old one was
+        write_text_atomic(path, text)  # a full disk never leaves half a file where the old one was
         return path
 
     def export_dialog(self, fmt: str) -> None:

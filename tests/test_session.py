@@ -160,7 +160,9 @@ def test_the_user_is_told_when_old_frames_leave_the_memory(model):
     from engine.session import Session, SessionConfig
     from engine.sources import SyntheticSource
 
-    s = Session(model, config=SessionConfig(realtime=False, memory_frames=4, max_context=512, system_prompt="Watch."))
+    s = Session(
+        model, config=SessionConfig(realtime=False, memory_frames=4, max_context=512, system_prompt="Watch.")
+    )
     s.start(SyntheticSource(fps=1, realtime=False, num_frames=40))
     evs = list(s.events(timeout=120))
     notes = [e for e in evs if e.kind == "Compacted"]

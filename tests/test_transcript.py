@@ -27,24 +27,26 @@ from engine.events import (
     TurnEnd,
     TurnStart,
 )
-from engine.transcript import (
+from engine.export import (
     AnswerSegment,
     ErrorNote,
     Question,
     SilentStretch,
-    TranscriptWriter,
     build_conversation,
     format_timestamp,
-    list_sessions,
-    load_transcript,
-    new_session_id,
-    read_transcript,
-    session_path,
     subtitle_cues,
     to_markdown,
     to_srt,
     to_webvtt,
     write_subtitles,
+)
+from engine.transcript import (
+    TranscriptWriter,
+    list_sessions,
+    load_transcript,
+    new_session_id,
+    read_transcript,
+    session_path,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,7 +374,7 @@ def test_cues_never_overlap_are_readable_and_end_with_the_stream():
     """Random conversations: questions barging in on answers, revisions, short streams."""
     import random
 
-    from engine.transcript import reading_time
+    from engine.export import reading_time
 
     rng = random.Random(0)
     for case in range(200):

@@ -46,7 +46,7 @@ def test_a_settings_file_that_is_a_device_or_huge_gives_defaults_and_says_so(tmp
 
 
 def test_export_to_a_folder_or_a_full_disk_keeps_the_users_file(make_window, tmp_path, monkeypatch):
-    import engine.transcript as T
+    import engine.files as T
     from engine import events as E
 
     w = make_window()
