@@ -345,8 +345,10 @@ class _DyingCamera:
 
 
 def test_camera_that_stops_delivering_raises(monkeypatch):
-    monkeypatch.setattr(sources, "_camera_may_exist", lambda index: True)
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _DyingCamera)
+    import engine.capture as capture
+
+    monkeypatch.setattr(capture, "_camera_may_exist", lambda index: True)
+    monkeypatch.setattr(capture.cv2, "VideoCapture", _DyingCamera)
     cam = WebcamSource(0)
     with cam:
         frames = [cam.read() for _ in range(3)]
