@@ -17,19 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-
-def _parse_seeds(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
+from engine.data.synth import parse_seeds
 
 
 def run_wall(args, seeds, realtime) -> int:
@@ -63,7 +51,7 @@ def run_synthetic(args) -> int:
     from engine.train.small import HELD_OUT
 
     try:
-        seeds = _parse_seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
     except ValueError:
         print(f"--seeds {args.seeds!r}: give seeds like 1000-1199 or 1000,1005.", file=sys.stderr)
         return 2

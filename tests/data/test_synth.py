@@ -14,16 +14,18 @@ import pytest
 
 from engine.data import synth
 from engine.data.captions import load_captions, parse_captions
-from engine.data.synth import (
+from engine.data.layout import (
     INFO_PREFIX,
     PLACEHOLDER,
     Ask,
-    SynthConfig,
     build_messages,
-    caption_offline_record,
-    caption_record,
     check_realtime_record,
     frame_pieces,
+)
+from engine.data.synth import (
+    SynthConfig,
+    caption_offline_record,
+    caption_record,
     frames_for_record,
     main,
     world_offline_record,
