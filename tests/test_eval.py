@@ -486,3 +486,36 @@ def test_the_training_generator_never_produces_a_held_out_seed():
     for world in (1, 2, 8):
         for rank in range(world):
             assert small.seed_for(0, rank, world) >= small.TRAIN_SEED_BASE == small.HELD_OUT.stop
+
+
+def test_repetition_metrics_count_lines_runs_and_loops():
+    from engine.eval.long import Repetition
+
+    r = Repetition()
+    r.add(
+        [
+            "There are 3 objects.",
+            "There are 3 objects.",
+            "There are three objects",
+            "large large large large",
+        ],
+        2.0,
+    )
+    d = r.to_dict()
+    assert d["lines"] == 4 and d["lines_per_minute"] == 2.0
+    assert d["longest_same_run"] == 3  # normalised: "three" == "3"
+    assert d["looping_segments"] == 1 and r.distinct(1) < 0.6
+
+
+def test_long_and_unfamiliar_video_splits_run_and_stay_held_out(tiny):
+    from engine.eval.long import OOD_KINDS, evaluate_long, evaluate_ood, ood_frames
+
+    with pytest.raises(AssertionError, match="not held out"):
+        ood_frames("screen", 20000, 2)
+    a, b = ood_frames("screen", 5000, 3, 64), ood_frames("screen", 5000, 3, 64)
+    assert a.shape == (3, 64, 64, 3) and np.array_equal(a, b)  # deterministic
+    assert {k: ood_frames(k, 5001, 1, 32).std() > 5 for k in OOD_KINDS} == dict.fromkeys(OOD_KINDS, True)
+    r = evaluate_long(tiny, [5000], 70, "watch", memory_frames=16, tokens_per_frame=3)
+    assert sum(n for n, _ in r.by_minute.values()) >= 1 and r.talk.minutes == pytest.approx(70 / 60)
+    out = evaluate_ood(tiny, [5000], 4, "watch", tokens_per_frame=3)
+    assert set(out) == set(OOD_KINDS) and all(v.minutes > 0 for v in out.values())

@@ -194,6 +194,38 @@ def world_record(
     return _assemble(plans, n_frames, video.fps, base, cfg, count_tokens)
 
 
+def long_world_record(
+    seed: int,
+    duration_s: int,
+    ask_every_s: float = 60.0,
+    kinds: Sequence[str] = ("count", "display"),
+    cfg: SynthConfig = SynthConfig(),
+) -> dict | None:
+    """A minutes-long world video with a question every `ask_every_s` seconds (the kinds in turn), for
+    the long-stream evaluation: are answers still right after 10 minutes, after compaction?"""
+    video = make_video(seed, duration_s)
+    rng = np.random.default_rng([seed, 11])
+    sc, F = _Scene(video, cfg.p_arriving_decoy), video.n_frames
+    plans: list[Plan] = []
+    step = max(2, int(round(ask_every_s * video.fps)))
+    for n, a in enumerate(range(step, F - 2, step)):
+        for kind in list(kinds[n % len(kinds) :]) + list(kinds[: n % len(kinds)]):
+            plan = PLANNERS[kind](sc, a, a + 1, rng)
+            if plan is not None:
+                plans.append(replace(plan, ask_frame=a, ask_frac=0.5))
+                break
+    if not plans:
+        return None
+    base = {
+        "source": "world",
+        "video": f"{cfg.video_dir}/{video.path}" if cfg.video_dir else video.path,
+        "seed": video.seed,
+        "duration_s": video.duration_s,
+        "world_config": asdict(video.config),
+    }
+    return _assemble(plans, F, video.fps, base, cfg, estimate_tokens)
+
+
 def _assemble(
     plans: list[Plan], n_frames: int, fps: float, base: dict, cfg: SynthConfig, count_tokens
 ) -> dict:

@@ -127,6 +127,61 @@ def external_data_problem(suite: str, annotations: str | None, video_root: str |
     return None
 
 
+def run_long_or_ood(args) -> int:
+    """Long streams (answers by minute, with the runtime's bounded memory) or unfamiliar video."""
+    import torch
+
+    from engine.eval import harness as H
+    from engine.eval.long import evaluate_long, evaluate_ood
+    from engine.loading import load_model
+    from engine.train.small import HELD_OUT
+
+    seeds = parse_seeds(args.seeds)
+    if not seeds or any(s not in HELD_OUT for s in seeds):
+        print(
+            f"--seeds must lie in {HELD_OUT.start}-{HELD_OUT.stop - 1}, the held-out range.", file=sys.stderr
+        )
+        return 2
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = load_model(args.model)
+    sp = H.load_system_prompt(args.model)
+    t0 = time.perf_counter()
+    if args.suite == "long":
+        mem = args.memory_frames or None
+        r = evaluate_long(model, seeds, args.duration, sp, memory_frames=mem)
+        ok, n = r.accuracy()
+        late_ok, late_n = r.accuracy(10)
+        out = {
+            "suite": "long",
+            "duration_s": args.duration,
+            "memory_frames": mem,
+            "seeds": seeds,
+            "by_minute": {m: v for m, v in sorted(r.by_minute.items())},
+            "accuracy": [ok, n],
+            "accuracy_from_minute_10": [late_ok, late_n],
+            "compactions": r.compactions,
+            "talk": r.talk.to_dict(),
+        }
+        print(
+            f"# {args.model}: {len(seeds)} streams of {args.duration / 60:g} min, memory {mem or 'all'} frames, "
+            f"{r.compactions} context compactions, wall {time.perf_counter() - t0:.0f} s"
+        )
+        print(f"count/display answers: {ok}/{n}; from minute 10: {late_ok}/{late_n}")
+        print("by minute (asked, right):", out["by_minute"])
+        print("talk:", out["talk"])
+    else:
+        res = evaluate_ood(model, seeds, args.duration, sp)
+        out = {"suite": "ood", "duration_s": args.duration, "seeds": seeds}
+        out.update({k: v.to_dict() for k, v in res.items()})
+        print(f"# {args.model}: unfamiliar video, {len(seeds)} x {args.duration} s per kind, nobody asking")
+        for k, v in res.items():
+            print(f"{k:8s} {v.to_dict()}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
 def run_external(args) -> int:
     import torch
 
@@ -158,7 +213,16 @@ def run_external(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="model folder (with generation.json)")
-    ap.add_argument("--suite", choices=["synthetic", "ovo", "streamingbench"], default="synthetic")
+    ap.add_argument(
+        "--suite", choices=["synthetic", "long", "ood", "ovo", "streamingbench"], default="synthetic"
+    )
+    ap.add_argument("--duration", type=int, default=300, help="long / ood: seconds of each video")
+    ap.add_argument(
+        "--memory-frames",
+        type=int,
+        default=64,
+        help="long: the visual memory of the replay (the runtime's 64; 0 = keep every frame)",
+    )
     ap.add_argument("--seeds", default="1000-1199", help="held-out seeds, e.g. 1000-1199 or 1000,1005")
     ap.add_argument("--offline", action="store_true", help="also offline QA on offline records")
     ap.add_argument("--offline-rt", action="store_true", help="also ask the real-time questions offline")
@@ -200,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.suite == "synthetic":
         return run_synthetic(args)
+    if args.suite in ("long", "ood"):
+        return run_long_or_ood(args)
     return run_external(args)
 
 

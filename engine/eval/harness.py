@@ -93,6 +93,8 @@ def replay(
     frames: np.ndarray | None = None,
     decoder_hook: Callable[[StreamDecoder, dict], None] | None = None,
     sampling: Sampling | None = None,
+    memory_frames: int | None = None,
+    max_context: int = 4096,
 ) -> Trace:
     """Replay a real-time record through StreamDecoder with a simulated clock -> Trace.
 
@@ -111,7 +113,8 @@ def replay(
         sampling = checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode)
     cfg = StreamConfig(
         system_prompt=system_prompt,
-        memory_frames=max(F, 1),
+        memory_frames=memory_frames or max(F, 1),  # None: every frame stays (short records)
+        max_context=max_context,
         max_segment_tokens=max_segment_tokens,
         sampling=sampling,
     )
