@@ -148,13 +148,14 @@ def run_long_or_ood(args) -> int:
     t0 = time.perf_counter()
     if args.suite == "long":
         mem = args.memory_frames or None
-        r = evaluate_long(model, seeds, args.duration, sp, memory_frames=mem)
+        r = evaluate_long(model, seeds, args.duration, sp, memory_frames=mem, max_context=args.max_context)
         ok, n = r.accuracy()
         late_ok, late_n = r.accuracy(10)
         out = {
             "suite": "long",
             "duration_s": args.duration,
             "memory_frames": mem,
+            "max_context": args.max_context,
             "seeds": seeds,
             "by_minute": {m: v for m, v in sorted(r.by_minute.items())},
             "accuracy": [ok, n],
@@ -222,6 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=64,
         help="long: the visual memory of the replay (the runtime's 64; 0 = keep every frame)",
+    )
+    ap.add_argument(
+        "--max-context",
+        type=int,
+        default=4096,
+        help="long: text tokens before the stream is compacted (the runtime's 4096)",
     )
     ap.add_argument("--seeds", default="1000-1199", help="held-out seeds, e.g. 1000-1199 or 1000,1005")
     ap.add_argument("--offline", action="store_true", help="also offline QA on offline records")

@@ -85,6 +85,7 @@ def repetition(trace, minutes: float, turn: int | None = None) -> Repetition:
 class LongResults:
     duration_s: int
     memory_frames: int | None
+    max_context: int = 4096
     by_minute: dict[int, list[int]] = field(default_factory=dict)  # minute -> [asked, right]
     results: Results = field(default_factory=Results)
     talk: Repetition = field(default_factory=Repetition)
@@ -97,13 +98,19 @@ class LongResults:
 
 
 def evaluate_long(
-    model, seeds, duration_s: int, system_prompt: str, memory_frames: int | None = 64, tokens_per_frame=None
+    model,
+    seeds,
+    duration_s: int,
+    system_prompt: str,
+    memory_frames: int | None = 64,
+    tokens_per_frame=None,
+    max_context: int = 4096,
 ) -> LongResults:
     from engine.data.synth import SynthConfig, long_world_record
     from engine.eval.harness import frames_of
     from engine.train.small import HELD_OUT, SYNTH_TOKENS_PER_SECOND
 
-    out = LongResults(duration_s, memory_frames)
+    out = LongResults(duration_s, memory_frames, max_context)
     cfg = SynthConfig(tokens_per_second=SYNTH_TOKENS_PER_SECOND)
     for seed in seeds:
         assert seed in HELD_OUT, f"seed {seed} is not held out"
@@ -124,6 +131,7 @@ def evaluate_long(
             memory_frames=memory_frames,
             decoder_hook=hook,
             tokens_per_frame=tokens_per_frame,
+            max_context=max_context,
         )
         out.compactions += counter["dec"].compactions
         score_record(rec["meta"], tr, out.results)
