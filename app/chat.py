@@ -13,6 +13,7 @@ window calls `changed()` per event and a `Throttle` repaints at most every 25 ms
 from __future__ import annotations
 
 import html
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -223,6 +224,8 @@ class ChatView(QtWidgets.QTextBrowser):
         self.setObjectName("chat")
         self.setAccessibleName("Conversation")
         self.setOpenExternalLinks(False)
+        self.setOpenLinks(False)  # our links are actions ("copy:SEGMENT"), not places to go
+        self.anchorClicked.connect(self._on_link)
         self.log = log or ChatLog()
         self.throttle = Throttle(self._render, 25, self)
         self._rendered_version = -1
@@ -285,6 +288,19 @@ class ChatView(QtWidgets.QTextBrowser):
             self.latest.show()
             self._place_latest()
 
+    def _on_link(self, url) -> None:
+        text = url.toString()
+        if text.startswith("copy:"):
+            self.copy_answer(int(text[5:]))
+
+    def copy_answer(self, segment: int) -> str:
+        """Put one answer's text on the clipboard (the [copy] link after each answer)."""
+        a = self.log.answers.get(segment)
+        text = a.text.strip() if a is not None else ""
+        if text:
+            QtGui.QGuiApplication.clipboard().setText(text)
+        return text
+
     def at_bottom(self) -> bool:
         bar = self.verticalScrollBar()
         return bar.value() >= bar.maximum() - 4
@@ -322,6 +338,27 @@ class ChatView(QtWidgets.QTextBrowser):
         super().keyPressEvent(e)
 
 
+_MD = [
+    (re.compile(r"`([^`\n]+)`"), r"<code>\1</code>"),
+    (re.compile(r"\*\*([^*\n]+)\*\*"), r"<b>\1</b>"),
+    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])"), r"<i>\1</i>"),
+]
+
+
+def markdown_inline(text: str) -> str:
+    """An answer's Markdown as HTML, the small part models use in a chat: **bold**, *italic*, `code`,
+    and lines starting with "- " or "* " as bullets. Everything else is escaped text."""
+    lines = []
+    for line in html.escape(text).split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith(("- ", "* ")):
+            line = "• " + stripped[2:]
+        for pattern, repl in _MD:
+            line = pattern.sub(repl, line)
+        lines.append(line)
+    return "<br>".join(lines)
+
+
 def render_html(log: ChatLog, c: dict[str, str]) -> str:
     parts = [f"<div style='color:{c['text']}'>"] if "text" in c else []
     muted = c["muted"]
@@ -332,7 +369,7 @@ def render_html(log: ChatLog, c: dict[str, str]) -> str:
                 f"<p><span style='color:{muted}'>{clock(e.t)}</span> <b>You{via}:</b> {html.escape(e.text)}</p>"
             )
         elif isinstance(e, Answer):
-            text = html.escape(e.text) or "…"
+            text = markdown_inline(e.text) or "…"
             label = "Assistant"
             note = ""
             if e.revises is not None and e.revises in log.answers:
@@ -345,12 +382,15 @@ def render_html(log: ChatLog, c: dict[str, str]) -> str:
                     f" <i>(superseded at {at})</i></p>"
                 )
                 continue
+            copy = ""
+            if e.state != "speaking" and e.text.strip():
+                copy = f" <a href='copy:{e.segment}' style='color:{muted}; text-decoration:none'>[copy]</a>"
             if e.state == "speaking":
                 text += f" <span style='color:{c['accent']}'>▍</span>"
             elif e.state == "interrupted":
                 note += f" <i style='color:{muted}'>(interrupted)</i>"
             parts.append(
-                f"<p><span style='color:{muted}'>{clock(e.t)}</span> <b>{label}:</b> {text}{note}</p>"
+                f"<p><span style='color:{muted}'>{clock(e.t)}</span> <b>{label}:</b> {text}{note}{copy}</p>"
             )
         else:
             colour = c["error"] if e.kind == "error" else muted

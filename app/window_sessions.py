@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app import desktop
 from app.chat import ChatLog
 from app.qt import QtWidgets
 
@@ -37,6 +36,9 @@ class SessionHistory:
         m = self.sessions_menu
         m.clear()
         infos = self._past_sessions()
+        from app.sessions_dialog import load_names
+
+        names = load_names(self.paths.sessions)
         if not infos:
             a = m.addAction("No past sessions yet")
             a.setEnabled(False)
@@ -45,10 +47,19 @@ class SessionHistory:
             mins, secs = divmod(int(info.duration), 60)
             q = f"{info.questions} question{'s' if info.questions != 1 else ''}"
             flag = "" if info.complete else " (cut off)"
-            label = f"{when}  {info.source or '?'}  ·  {q}  ·  {mins}:{secs:02d}{flag}"
+            name = names.get(info.id)
+            label = f"{name or when}  {info.source or '?'}  ·  {q}  ·  {mins}:{secs:02d}{flag}"
             m.addAction(label, lambda p=info.path: self.open_past_session(p))
         m.addSeparator()
-        m.addAction("Open the sessions folder", lambda: desktop.open_folder(self.paths.sessions))
+        m.addAction("Search, rename, export, delete…", self.show_sessions)
+        m.addAction("Open the sessions folder", lambda: self.open_folder(self.paths.sessions))
+
+    def show_sessions(self):
+        from app.sessions_dialog import SessionsDialog
+
+        dlg = SessionsDialog(self)
+        dlg.open()
+        return dlg
 
     def open_past_session(self, path: Path) -> bool:
         if self.state != "idle":

@@ -128,3 +128,27 @@ def test_the_chat_follows_new_answers_holds_when_scrolled_up_and_jumps_back(qtbo
     assert bar.value() == bar.maximum() and not view.latest.isVisible()
     say(50)
     assert bar.value() == bar.maximum()  # following again
+
+
+def test_each_answer_can_be_copied(qtbot):
+    from app.chat import ChatView
+    from app.qt import QtCore, QtGui
+
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.log.apply(E.SpeechStart(1.0, 1, 7))
+    view.log.apply(E.SpeechEnd(2.0, 1, 7, "There are 3 objects."))
+    view.flush()
+    assert "copy:7" in view.toHtml()
+    view.anchorClicked.emit(QtCore.QUrl("copy:7"))  # what a click on [copy] sends
+    assert QtGui.QGuiApplication.clipboard().text() == "There are 3 objects."
+
+
+def test_answers_render_markdown_and_stay_escaped():
+    from app.chat import markdown_inline
+
+    assert markdown_inline("There are **3** objects, *all* red: `ok`") == (
+        "There are <b>3</b> objects, <i>all</i> red: <code>ok</code>"
+    )
+    assert markdown_inline("Seen:\n- a red circle\n* a blue star") == "Seen:<br>• a red circle<br>• a blue star"
+    assert markdown_inline("a <b>tag</b> & 2*3*4") == "a &lt;b&gt;tag&lt;/b&gt; &amp; 2*3*4"

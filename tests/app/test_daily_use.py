@@ -143,3 +143,38 @@ def test_the_window_works_at_800_px_with_every_source(make_window, qtbot, kind):
     w.resize(800, 600)
     qtbot.wait(50)
     assert w.minimumSizeHint().width() <= 800 and w.width() == 800
+
+
+def test_past_sessions_are_searched_renamed_exported_and_deleted(make_window, qtbot, paths, tmp_path):
+    from engine import events as E
+    from engine.transcript import TranscriptWriter
+
+    def session(sid, source, question, answer, t0):
+        with TranscriptWriter(paths.sessions / f"{sid}.jsonl") as w:
+            w.write_all(
+                [E.SessionStart(0.0, sid, source, "m"), E.TurnStart(1.0, 1, question),
+                 E.SpeechStart(2.0, 1, 0), E.SpeechEnd(3.0, 1, 0, answer), E.SessionEnd(t0, "stopped")]
+            )  # fmt: skip
+
+    session("20261201-100000-aaaaaa", "kitchen.mp4", "Where is the red cup?", "On the table.", 30.0)
+    session("20261202-100000-bbbbbb", "webcam:0", "Who came in?", "Nobody yet.", 40.0)
+    session("20261203-100000-cccccc", "screen:1", "What does the chart show?", "Sales going up.", 50.0)
+    w = make_window()
+    dlg = w.show_sessions()
+    assert len(dlg.labels()) == 3
+    dlg.search.setText("red cup")  # what was said, not only the title
+    assert len(dlg.labels()) == 1 and "kitchen.mp4" in dlg.labels()[0]
+    assert dlg.rename_selected("Breakfast with the cup")
+    assert dlg.labels()[0].startswith("Breakfast with the cup")
+    dlg.search.setText("breakfast")  # names are searched too
+    assert len(dlg.labels()) == 1
+    out = dlg.export_selected("md", tmp_path / "cup.md")
+    assert out is not None and "Where is the red cup?" in out.read_text()
+    dlg.search.setText("")
+    dlg.list.setCurrentRow([i for i, t in enumerate(dlg.labels()) if "webcam:0" in t][0])
+    assert dlg.delete_selected(confirm=False)
+    assert len(dlg.labels()) == 2 and not (paths.sessions / "20261202-100000-bbbbbb.jsonl").exists()
+    w._fill_sessions_menu()
+    assert any("Breakfast with the cup" in a.text() for a in w.sessions_menu.actions())
+    dlg.search.setText("breakfast")
+    assert dlg.open_selected() and w.viewing.name == "20261201-100000-aaaaaa.jsonl"
