@@ -150,5 +150,7 @@ def test_answers_render_markdown_and_stay_escaped():
     assert markdown_inline("There are **3** objects, *all* red: `ok`") == (
         "There are <b>3</b> objects, <i>all</i> red: <code>ok</code>"
     )
-    assert markdown_inline("Seen:\n- a red circle\n* a blue star") == "Seen:<br>• a red circle<br>• a blue star"
+    assert (
+        markdown_inline("Seen:\n- a red circle\n* a blue star") == "Seen:<br>• a red circle<br>• a blue star"
+    )
     assert markdown_inline("a <b>tag</b> & 2*3*4") == "a &lt;b&gt;tag&lt;/b&gt; &amp; 2*3*4"
