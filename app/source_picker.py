@@ -335,7 +335,9 @@ class SourcePicker(QtWidgets.QWidget):
 
 
 class RegionSelector(QtWidgets.QWidget):
-    """A translucent full-screen sheet over one monitor: drag a rectangle, Esc cancels."""
+    """A full-screen sheet over one monitor showing a screenshot of it, dimmed: drag a rectangle (shown
+    undimmed), Esc cancels. Drawing from a screenshot instead of a translucent window works without a
+    compositor (a translucent window is black there) and never shows a stale overlay."""
 
     chosen = Signal(tuple)  # (left, top, width, height) in the monitor's pixels
 
@@ -345,14 +347,14 @@ class RegionSelector(QtWidgets.QWidget):
         )
         self.setObjectName("region-selector")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
         self.setCursor(Qt.CursorShape.CrossCursor)
+        self.shot = QtGui.QPixmap()  # the monitor as it was when the selector opened
         self.monitor = monitor
         self._origin: QtCore.QPoint | None = None
         self._rect = QtCore.QRect()
         self._scale = 1.0  # monitor pixels per logical pixel
 
-    def show_on_monitor(self) -> None:
+    def show_on_monitor(self, screenshot: QtGui.QPixmap | None = None) -> None:
         m = self.monitor
         screen = None
         for s in QtGui.QGuiApplication.screens():
@@ -363,6 +365,7 @@ class RegionSelector(QtWidgets.QWidget):
         screen = screen or QtGui.QGuiApplication.primaryScreen()
         geo = screen.geometry()
         self._scale = m.width / max(1, geo.width())
+        self.shot = screenshot if screenshot is not None else screen.grabWindow(0)
         self.setGeometry(geo)
         self.show()
         self.activateWindow()
@@ -402,7 +405,11 @@ class RegionSelector(QtWidgets.QWidget):
 
     def paintEvent(self, e: QtGui.QPaintEvent) -> None:  # noqa: N802
         p = QtGui.QPainter(self)
-        p.fillRect(self.rect(), QtGui.QColor(0, 0, 0, 90))
+        if not self.shot.isNull():
+            p.drawPixmap(self.rect(), self.shot)
+        else:
+            p.fillRect(self.rect(), QtGui.QColor(40, 40, 40))
+        p.fillRect(self.rect(), QtGui.QColor(0, 0, 0, 110))  # dimmed: the chosen region shows as it is
         p.setPen(QtGui.QColor(255, 255, 255))
         p.drawText(
             self.rect().adjusted(0, 20, 0, 0),
@@ -411,9 +418,11 @@ class RegionSelector(QtWidgets.QWidget):
         )
         if not self._rect.isNull():
             r = self._rect.normalized()
-            p.setCompositionMode(QtGui.QPainter.CompositionMode.CompositionMode_Clear)
-            p.fillRect(r, Qt.GlobalColor.transparent)
-            p.setCompositionMode(QtGui.QPainter.CompositionMode.CompositionMode_SourceOver)
+            if not self.shot.isNull():
+                sx = self.shot.width() / max(1, self.width())
+                sy = self.shot.height() / max(1, self.height())
+                src = QtCore.QRectF(r.x() * sx, r.y() * sy, r.width() * sx, r.height() * sy)
+                p.drawPixmap(QtCore.QRectF(r), self.shot, src)
             p.setPen(QtGui.QPen(QtGui.QColor(220, 30, 30), 2))
             p.drawRect(r)
         p.end()

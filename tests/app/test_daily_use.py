@@ -178,3 +178,25 @@ def test_past_sessions_are_searched_renamed_exported_and_deleted(make_window, qt
     assert any("Breakfast with the cup" in a.text() for a in w.sessions_menu.actions())
     dlg.search.setText("breakfast")
     assert dlg.open_selected() and w.viewing.name == "20261201-100000-aaaaaa.jsonl"
+
+
+@pytest.mark.qt_log_ignore("This plugin does not support (raise|propagateSizeHints)")  # offscreen
+def test_the_region_picker_draws_the_screen_from_a_screenshot(qtbot):
+    """No compositor needed: the picker paints a screenshot, dimmed, and the chosen region as it is."""
+    from app.qt import QtCore, QtGui
+    from app.source_picker import RegionSelector
+    from engine.capture import MonitorInfo
+
+    screen = QtGui.QGuiApplication.primaryScreen().geometry()
+    shot = QtGui.QPixmap(screen.size())
+    shot.fill(QtGui.QColor(200, 180, 40))  # a bright "desktop"
+    m = MonitorInfo(1, screen.x(), screen.y(), screen.width(), screen.height(), True)
+    sel = RegionSelector(m)
+    qtbot.addWidget(sel)
+    sel.show_on_monitor(shot)
+    sel._rect = QtCore.QRect(20, 30, 100, 60)
+    img = sel.grab().toImage()
+    inside, outside = img.pixelColor(60, 60), img.pixelColor(300, 300)
+    assert (inside.red(), inside.green(), inside.blue()) == (200, 180, 40)  # the region, undimmed
+    assert outside.red() < 200 and outside.red() > 60  # the rest: the screenshot, dimmed (not black)
+    sel.close()
