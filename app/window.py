@@ -231,6 +231,7 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
         view = bar.addMenu("&View")
         view.addAction("Messages of this run…", self.show_messages)
         help_ = bar.addMenu("&Help")
+        help_.addAction("Models: what fits, download and use…", self.show_catalogue)
         help_.addAction("Hardware and models…", self._first_run_report)
         help_.addAction("Voice status…", self._voice_report)
 

@@ -111,6 +111,21 @@ class ModelControls:
 
     # ---- first run --------------------------------------------------------------------------------
 
+    def show_catalogue(self):
+        """Models: what each needs, whether it fits here, download and use (Help > Models…)."""
+        from app.catalog_dialog import CatalogDialog
+
+        hw = None
+        try:
+            from app.hardware import probe
+
+            hw = probe()
+        except Exception:  # the catalogue works without the machine check
+            pass
+        dlg = CatalogDialog(self, hw)
+        dlg.open()
+        return dlg
+
     def _first_run_report(self) -> None:
         def work(report: Any) -> str:
             from app.hardware import probe

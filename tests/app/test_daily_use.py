@@ -200,3 +200,46 @@ def test_the_region_picker_draws_the_screen_from_a_screenshot(qtbot):
     assert (inside.red(), inside.green(), inside.blue()) == (200, 180, 40)  # the region, undimmed
     assert outside.red() < 200 and outside.red() > 60  # the rest: the screenshot, dimmed (not black)
     sel.close()
+
+
+def test_the_model_catalogue_says_what_fits_downloads_and_loads_without_restart(
+    make_window, qtbot, monkeypatch, tmp_path
+):
+    import huggingface_hub
+
+    from app.hardware import GPU, KNOWN_MODELS, Hardware
+
+    calls = []
+
+    def fake_download(repo_id, local_files_only=False, tqdm_class=None, allow_patterns=None, **kw):
+        calls.append((repo_id, local_files_only, tuple(allow_patterns or ())))
+        if local_files_only:
+            raise FileNotFoundError(repo_id)  # not in the hub cache yet
+        if tqdm_class is not None:  # the hub client reports bytes through this class
+            bar = tqdm_class(total=2000, unit="B")
+            bar.update(1000)
+            bar.close()
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    w = make_window()
+    dlg = w.show_catalogue()
+    qtbot.addWidget(dlg)
+    dlg.hardware = Hardware(64.0, 16, (GPU("RTX 4090", 24.0),), False, "2.13", "")
+    dlg.fill()
+    texts = [dlg.table.item(i, 2).text() for i in range(dlg.table.rowCount())]
+    assert "int8" in texts[1] and texts[1].startswith("✓")  # a 24 GB card: with int8
+    assert "27 GB bfloat16" in dlg.table.item(1, 1).text()
+    dlg.table.selectRow(1)
+    dlg.use_selected()
+    qtbot.waitUntil(lambda: w.settings.model == KNOWN_MODELS[1].source, timeout=5000)
+    qtbot.waitUntil(lambda: w.backend.loads == 2, timeout=5000)  # loaded without a restart
+    assert any(not local and "*.safetensors" in pats and not any(p.endswith(".py") for p in pats)
+               for _, local, pats in calls)  # fmt: skip
+    dlg.local_only.setChecked(True)
+    assert w.settings.local_only
+    n = len(calls)
+    dlg.table.selectRow(2)
+    dlg.use_selected()
+    qtbot.waitUntil(lambda: "local only" in dlg.status.text(), timeout=5000)
+    assert all(local for _, local, _ in calls[n:])  # local only: the network was never asked
