@@ -124,7 +124,9 @@ class CatalogDialog(QtWidgets.QDialog):
             return download(need.source, download_progress_class(report), local_only)
 
         self._task = Task("model-download", work, self)
-        self._task.connect(lambda folder: self._downloaded(need, folder), self._failed, self._progress).start()
+        self._task.connect(
+            lambda folder: self._downloaded(need, folder), self._failed, self._progress
+        ).start()
         return self._task
 
     def _progress(self, fraction: float, text: str) -> None:

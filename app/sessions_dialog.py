@@ -15,6 +15,11 @@ from pathlib import Path
 from app.qt import Qt, QtWidgets
 
 NAMES = "names.json"
+EXPORTS = {
+    "srt": ("SRT subtitles", "*.srt"),
+    "vtt": ("WebVTT subtitles", "*.vtt"),
+    "md": ("Markdown", "*.md"),
+}
 
 
 def load_names(folder: Path) -> dict[str, str]:
@@ -170,8 +175,6 @@ class SessionsDialog(QtWidgets.QDialog):
             self.window.show_error(f"The transcript {sel[0].name} cannot be read ({e}).")
             return None
         if path is None:
-            from app.window_sessions import EXPORTS
-
             label, pattern = EXPORTS[fmt]
             name, _ = QtWidgets.QFileDialog.getSaveFileName(
                 self,

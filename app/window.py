@@ -24,11 +24,12 @@ from app.backend import Backend, LoadedModel, SessionLike
 from app.chat import ChatLog, ChatView
 from app.messages import ErrorBanner, MessageLog, ModelNotice, show_log
 from app.qt import Qt, QtGui, QTimer, QtWidgets, Signal
+from app.sessions_dialog import EXPORTS
 from app.settings import AppPaths, Settings
 from app.source_picker import SourcePicker, spec_kind
 from app.video import VideoView
 from app.window_model import ModelControls
-from app.window_sessions import EXPORTS, SessionHistory
+from app.window_sessions import SessionHistory
 from app.window_voice import VoiceControls
 from app.workers import Task
 from engine import events as E

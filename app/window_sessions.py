@@ -10,12 +10,7 @@ from typing import Any
 
 from app.chat import ChatLog
 from app.qt import QtWidgets
-
-EXPORTS = {
-    "srt": ("SRT subtitles", "*.srt"),
-    "vtt": ("WebVTT subtitles", "*.vtt"),
-    "md": ("Markdown", "*.md"),
-}
+from app.sessions_dialog import EXPORTS, SessionsDialog, load_names
 
 
 class SessionHistory:
@@ -36,8 +31,6 @@ class SessionHistory:
         m = self.sessions_menu
         m.clear()
         infos = self._past_sessions()
-        from app.sessions_dialog import load_names
-
         names = load_names(self.paths.sessions)
         if not infos:
             a = m.addAction("No past sessions yet")
@@ -55,8 +48,6 @@ class SessionHistory:
         m.addAction("Open the sessions folder", lambda: self.open_folder(self.paths.sessions))
 
     def show_sessions(self):
-        from app.sessions_dialog import SessionsDialog
-
         dlg = SessionsDialog(self)
         dlg.open()
         return dlg
