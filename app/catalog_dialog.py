@@ -28,13 +28,55 @@ def needs_text(need: ModelNeed) -> str:
 
 
 def download(repo_id: str, progress_class: type | None, local_only: bool) -> str:
-    """Fetch a checkpoint into the hub cache (resumes a partial download); returns its folder."""
+    """Fetch a checkpoint into the hub cache (resumes a partial download) and check the weights'
+    SHA-256 against the hub's record of them; returns its folder."""
     from engine.loading import LoadError, resolve
 
     try:
-        return str(resolve(repo_id, local_only=local_only, progress=progress_class))
+        folder = resolve(repo_id, local_only=local_only, progress=progress_class)
     except LoadError as e:
         raise RuntimeError(str(e)) from None
+    if not local_only:
+        verify(repo_id, folder)
+    return str(folder)
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(repo_id: str, folder) -> int:
+    """Each safetensors file of `folder` against the SHA-256 the hub lists for it; a file that does not
+    match is removed from the cache (the next download fetches it again) and RuntimeError says so.
+    Returns the number of files checked."""
+    from pathlib import Path
+
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info(repo_id, files_metadata=True)
+    checked = 0
+    for sib in info.siblings or []:
+        lfs = getattr(sib, "lfs", None)
+        name = sib.rfilename
+        path = Path(folder) / name
+        if lfs is None or not name.endswith(".safetensors") or not path.exists():
+            continue
+        want = lfs.sha256 if hasattr(lfs, "sha256") else lfs["sha256"]
+        if sha256(path) != want:
+            target = path.resolve()
+            path.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"{name} of {repo_id} did not match its checksum and was removed; download it again."
+            )
+        checked += 1
+    return checked
 
 
 class CatalogDialog(QtWidgets.QDialog):

@@ -222,6 +222,19 @@ def test_the_model_catalogue_says_what_fits_downloads_and_loads_without_restart(
         return str(tmp_path)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    good = __import__("hashlib").sha256(b"weights").hexdigest()
+    listed = {"sha": good}
+
+    class Info:
+        siblings = [type("S", (), {"rfilename": "model.safetensors", "lfs": {"sha256": None}})()]
+
+    def model_info(self, repo_id, files_metadata=False):
+        Info.siblings[0].lfs = {"sha256": listed["sha"]}
+        return Info
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     w = make_window()
     dlg = w.show_catalogue()
     qtbot.addWidget(dlg)
@@ -236,6 +249,10 @@ def test_the_model_catalogue_says_what_fits_downloads_and_loads_without_restart(
     qtbot.waitUntil(lambda: w.backend.loads == 2, timeout=5000)  # loaded without a restart
     assert any(not local and "*.safetensors" in pats and not any(p.endswith(".py") for p in pats)
                for _, local, pats in calls)  # fmt: skip
+    listed["sha"] = "0" * 64  # the hub lists another checksum: the file is removed, the user told
+    dlg.use_selected()
+    qtbot.waitUntil(lambda: "did not match its checksum" in dlg.status.text(), timeout=5000)
+    assert not weights.exists()
     dlg.local_only.setChecked(True)
     assert w.settings.local_only
     n = len(calls)
