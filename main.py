@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.files import printable
+
 
 @dataclass(frozen=True)
 class Question:
@@ -51,10 +53,6 @@ def parse_ask(s: str) -> Question:
             f"the time in {printable(s)!r} must be a number of seconds from 0 up"
         )
     return Question(at, text)
-
-
-def printable(s: str) -> str:
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def number(lo: float, hi: float, what: str, lo_open: bool = False):
@@ -385,7 +383,7 @@ def run_headless(args) -> int:
     import signal
 
     from engine import events as E
-    from engine.loading import LoadError, check_device, load_model
+    from engine.loading import LoadError, load_model
     from engine.session import Session, SessionConfig
 
     asks = args.ask or ([parse_ask(q) for q in DEMO_QUESTIONS] if args.source == "demo" else [])
@@ -401,7 +399,6 @@ def run_headless(args) -> int:
         return 2
     transcript, subtitles = outputs
     try:
-        check_device(args.device)  # before any weight is read: a missing GPU is not a bad checkpoint
         if (args.int8 or args.mode) and not args.model:
             from engine.bundled import MODEL_DIR
 
@@ -484,7 +481,7 @@ def run_headless(args) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    time.sleep(0.05)
+    session.wait_closed(2.0)
     show(session.poll())  # what came after the end (a transcript that could not be finished)
     if session.transcript_path:
         say(f"transcript: {printable(str(session.transcript_path))}")

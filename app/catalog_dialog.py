@@ -44,11 +44,8 @@ def download(repo_id: str, progress_class: type | None, local_only: bool) -> str
 def sha256(path) -> str:
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(repo_id: str, folder) -> int:

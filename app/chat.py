@@ -240,6 +240,7 @@ class ChatView(QtWidgets.QTextBrowser):
         self.latest.clicked.connect(self.jump_to_latest)
         self.latest.hide()
         self._rendering = False
+        self._colour_cache: tuple[int, dict[str, str]] | None = None
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
         self.verticalScrollBar().rangeChanged.connect(self._range_changed)
 
@@ -262,14 +263,19 @@ class ChatView(QtWidgets.QTextBrowser):
         from app.desktop import readable
 
         pal = self.palette()
+        key = pal.cacheKey()  # repaints run at up to 40 Hz; the palette changes with the theme only
+        if self._colour_cache is not None and self._colour_cache[0] == key:
+            return self._colour_cache[1]
         R = QtGui.QPalette.ColorRole
         base = pal.color(R.Base)
-        return {
+        colours = {
             "text": readable(pal.color(R.Text), base).name(),
             "muted": readable(pal.color(R.PlaceholderText), base).name(),
             "accent": readable(pal.color(R.Highlight), base).name(),
             "error": readable(QtGui.QColor("#d13438"), base).name(),
         }
+        self._colour_cache = (key, colours)
+        return colours
 
     def _render(self) -> None:
         bar = self.verticalScrollBar()

@@ -13,13 +13,13 @@ import multiprocessing as mp
 
 import numpy as np
 
-from app.audio import VoiceUnavailable
+from app.speech import VoiceUnavailable, refuse_if_off
 
 START_TIMEOUT_S = 60.0
 
 
 def _serve(conn, choice: str, whisper_model: str) -> None:
-    from app.audio import make_recognizer
+    from app.speech import make_recognizer
 
     try:
         rec = make_recognizer(choice, whisper_model)
@@ -45,8 +45,7 @@ def _serve(conn, choice: str, whisper_model: str) -> None:
 
 class RecognizerProcess:
     def __init__(self, choice: str = "auto", whisper_model: str = "") -> None:
-        if choice == "off":
-            raise VoiceUnavailable("Speech recognition is switched off in the settings.")
+        refuse_if_off(choice)  # no process to start for that
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(

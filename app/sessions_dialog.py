@@ -87,6 +87,7 @@ class SessionsDialog(QtWidgets.QDialog):
         lay.addLayout(buttons)
         self.resize(640, 420)
         self._text: dict[str, str] = {}  # path -> what was said (read once)
+        self._infos: list | None = None  # the sessions folder, read once (and again after a delete)
         self.search.textChanged.connect(self.refresh)
         self.refresh()
 
@@ -95,7 +96,9 @@ class SessionsDialog(QtWidgets.QDialog):
         names = load_names(self.folder)
         want = self.search.text().strip().lower()
         self.list.clear()
-        for info in self.window._past_sessions():
+        if self._infos is None:
+            self._infos = self.window._past_sessions()
+        for info in self._infos:
             name = names.get(info.id, "")
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started_at))
             mins, secs = divmod(int(info.duration), 60)
@@ -217,5 +220,6 @@ class SessionsDialog(QtWidgets.QDialog):
         if names.pop(sid, None) is not None:
             save_names(self.folder, names)
         self._text.pop(str(path), None)
+        self._infos = None
         self.refresh()
         return True

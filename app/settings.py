@@ -3,7 +3,8 @@
 Owns the settings schema (names, defaults, allowed values), validation with messages a user can act
 on (a malformed file names the line and the field, and the app falls back to defaults for what is
 wrong), and where user data lives (platformdirs: config, sessions, models, logs, runtime lock).
-It knows nothing of Qt or of the engine: the window and the engine adapter read a `Settings`.
+It knows nothing of Qt, and of the engine only its bounded file reader (`engine.files`): the window and the
+engine adapter read a `Settings`.
 """
 
 from __future__ import annotations
@@ -234,19 +235,15 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def load_settings(path: Path) -> tuple[Settings, list[str]]:
     """Read the settings file; a missing file gives defaults silently, a bad one defaults plus messages."""
-    try:
-        if path.is_file() and path.stat().st_size > MAX_SETTINGS_BYTES:
-            return Settings(), [
-                f"{path} is larger than {MAX_SETTINGS_BYTES // 1024} KB, too large for a settings file; "
-                "using default settings."
-            ]
-        if path.exists() and not path.is_file():
-            return Settings(), [f"{path} is not a regular file; using default settings."]
-        with open(path, encoding="utf-8") as f:
-            text = f.read(MAX_SETTINGS_BYTES + 1)
-    except FileNotFoundError:
+    from engine.files import FileProblem, read_bounded
+
+    if not os.path.lexists(path):
         return Settings(), []
-    except (OSError, UnicodeDecodeError) as e:
+    try:
+        text = read_bounded(path, MAX_SETTINGS_BYTES, "settings file").decode("utf-8")
+    except FileProblem as e:
+        return Settings(), [f"{e} Using default settings."]
+    except UnicodeDecodeError as e:
         return Settings(), [f"Cannot read {path} ({e}); using default settings."]
     try:
         data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
@@ -290,11 +287,10 @@ HEADER = """\
 
 def save_settings(s: Settings, path: Path) -> None:
     """Write atomically (a temporary file then a rename) so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    from engine.files import write_text_atomic
+
     body = yaml.safe_dump(to_dict(s), sort_keys=False, allow_unicode=True, default_flow_style=None)
-    tmp.write_text(HEADER + body, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, HEADER + body)
 
 
 # ---- folders ---------------------------------------------------------------------------------------

@@ -78,10 +78,15 @@ class WhisperRecognizer:
         return str(self._pipe({"raw": audio, "sampling_rate": RATE})["text"]).strip()
 
 
-def make_recognizer(choice: str = "auto", whisper_model: str = "") -> Recognizer:
-    """Raises VoiceUnavailable naming what is missing."""
+def refuse_if_off(choice: str) -> None:
+    """VoiceUnavailable when the settings switch speech recognition off."""
     if choice == "off":
         raise VoiceUnavailable("Speech recognition is switched off in the settings.")
+
+
+def make_recognizer(choice: str = "auto", whisper_model: str = "") -> Recognizer:
+    """Raises VoiceUnavailable naming what is missing."""
+    refuse_if_off(choice)
     if choice == "whisper" or (choice == "auto" and whisper_model):
         return WhisperRecognizer(whisper_model)
     return PocketSphinxRecognizer()

@@ -301,24 +301,17 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
         self._update_controls()
         self.session_state_changed.emit(st)
 
-    # ---- model ------------------------------------------------------------------------------------
+    # ---- files ------------------------------------------------------------------------------------
     def open_video_file(self) -> None:
         """File > Open: pick a video and start watching it (stopping a session that runs)."""
         if self.picker.choose_file():
-            self._restart_on(self.picker.spec())
-
-    def _restart_on(self, spec: str) -> None:
-        if self.state in ("running", "paused"):
-            self._pending_start = spec
-            self.stop()  # the pending start follows when the session has stopped
-        else:
-            self.start_source(spec)
+            self.open_file(self.picker.spec())
 
     def raise_for(self, spec: str = "") -> None:
         """A second launch asked for this window (and maybe a source)."""
         desktop.bring_to_front(self)
         if spec:
-            self._restart_on(spec)
+            self.open_file(spec)
 
     def open_folder(self, path: Path) -> bool:
         if desktop.open_folder(path):
@@ -328,6 +321,7 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
         self.show_error(f"No file manager could be opened here; the folder is {path}")
         return False
 
+    # ---- session ----------------------------------------------------------------------------------
     def start(self) -> None:
         if self.state != "idle":
             return
@@ -506,7 +500,6 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
         except ValueError:
             pass
 
-    # ---- files ------------------------------------------------------------------------------------
     def dragEnterEvent(self, e: QtGui.QDragEnterEvent) -> None:  # noqa: N802
         if e.mimeData().hasUrls() and any(u.isLocalFile() for u in e.mimeData().urls()):
             e.acceptProposedAction()
@@ -525,7 +518,7 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
             return
         self.start_source(path)
 
-    # ---- transcripts ------------------------------------------------------------------------------
+    # ---- window -----------------------------------------------------------------------------------
     def showEvent(self, e: QtGui.QShowEvent) -> None:  # noqa: N802
         super().showEvent(e)
         if not self.capture_note:

@@ -66,7 +66,7 @@ class ModelControls:
         self._pending_start = None
         self.show_error(f"The model could not be loaded: {message} Change it in Settings (Ctrl+,).")
 
-    # ---- session ----------------------------------------------------------------------------------
+    # ---- settings ---------------------------------------------------------------------------------
 
     def open_settings(self) -> SettingsDialog:
         dlg = SettingsDialog(self.settings, self)
@@ -114,16 +114,19 @@ class ModelControls:
     def show_catalogue(self):
         """Models: what each needs, whether it fits here, download and use (Help > Models…)."""
         from app.catalog_dialog import CatalogDialog
+        from app.hardware import probe
 
-        hw = None
-        try:
-            from app.hardware import probe
-
-            hw = probe()
-        except Exception:  # the catalogue works without the machine check
-            pass
-        dlg = CatalogDialog(self, hw)
+        dlg = CatalogDialog(self)
         dlg.open()
+
+        def show_fit(hw) -> None:  # the machine check asks the GPU driver: in a worker, not the UI thread
+            dlg.hardware = hw
+            dlg.fill()
+
+        task = Task("hardware-probe", lambda report: probe(), self)
+        task.connect(show_fit)  # a failed check leaves "-": the catalogue works without it
+        self._tasks.append(task)
+        task.start()
         return dlg
 
     def _first_run_report(self) -> None:
@@ -145,5 +148,3 @@ class ModelControls:
         if not self.settings.first_run_done:
             self.settings = self.settings.replace(first_run_done=True)
             self._save_settings()
-
-    # ---- voice ------------------------------------------------------------------------------------

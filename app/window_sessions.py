@@ -108,5 +108,3 @@ class SessionHistory:
                 self.show_error(f"Could not write {path}: {e.strerror or e}")
             else:
                 self.show_status(f"Exported {path}")
-
-    # ---- settings ---------------------------------------------------------------------------------

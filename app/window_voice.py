@@ -34,7 +34,7 @@ class VoiceControls:
 
         Opening the device and loading the recogniser and VAD take up to a second, so with a real
         microphone (no `ring`) that runs in a worker while the Talk button shows a busy state; the
-        voice loop starts when they are ready (`voice_ready`). Returns what is missing so far (also
+        voice loop starts when they are ready (`_voice_prepared`). Returns what is missing so far (also
         shown in the status bar); the app works without any of it.
         """
         self.stop_voice()
@@ -61,10 +61,8 @@ class VoiceControls:
                     missing.append(str(e))
             tts = None
             if settings.speak_answers:
-                try:
-                    tts = make_tts(settings.tts)
-                except VoiceUnavailable as e:
-                    missing.append(str(e))
+                tts, why = _tts(settings.tts)
+                missing += why
             return generation, the_ring, mic, problem, rec, vad or make_vad(), tts, missing
 
         if background if background is not None else ring is None:
@@ -83,6 +81,9 @@ class VoiceControls:
         if generation != self._voice_generation:  # voice was switched off (or on again) meanwhile
             if mic is not None:
                 mic.close()
+            close = getattr(recognizer, "close", None)
+            if close is not None:
+                close()  # ends the recogniser's process
             return []
         self._voice_task = None
         self.microphone, self.mic_problem = mic, problem
@@ -106,9 +107,7 @@ class VoiceControls:
             on_error=sig.error.emit,
             always_listen=self.settings.always_listen,
         ).start()
-        self.mic_btn.setEnabled(True)
-        self.mic_btn.setText("Talk")
-        self.mic_btn.setToolTip(f"Hold to talk ({self.settings.push_to_talk_key})")
+        self._talk_button_ready()
         if missing:
             self.show_status("Voice: " + " ".join(missing), error=True)
         else:
@@ -118,25 +117,24 @@ class VoiceControls:
 
     def _voice_failed(self, message: str) -> None:
         self._voice_task = None
-        self.mic_btn.setEnabled(True)
-        self.mic_btn.setText("Talk")
+        self._talk_button_ready()
         self.show_status(f"Voice could not start: {message}", error=True)
 
+    def _talk_button_ready(self) -> None:
+        self.mic_btn.setEnabled(True)
+        self.mic_btn.setText("Talk")
+        self.mic_btn.setToolTip(f"Hold to talk ({self.settings.push_to_talk_key})")
+
     def _make_tts(self) -> list[str]:
-        try:
-            self.tts = make_tts(self.settings.tts)
-            return []
-        except VoiceUnavailable as e:
-            self.tts = None
-            return [str(e)]
+        self.tts, missing = _tts(self.settings.tts)
+        return missing
 
     def stop_voice(self) -> None:
         self._voice_generation += 1  # a voice start still under way: its result is not wanted
         if self._voice_task is not None:
             self._voice_task.cancelled = True
             self._voice_task = None
-            self.mic_btn.setEnabled(True)
-            self.mic_btn.setText("Talk")
+            self._talk_button_ready()
         QtWidgets.QApplication.instance().removeEventFilter(self)
         if self.voice is not None:
             self.voice.stop()
@@ -199,4 +197,10 @@ class VoiceControls:
         )
         box.open()
 
-    # ---- window -----------------------------------------------------------------------------------
+
+def _tts(choice: str) -> tuple[Any, list[str]]:
+    """The text-to-speech engine of a setting, or None and why not."""
+    try:
+        return make_tts(choice), []
+    except VoiceUnavailable as e:
+        return None, [str(e)]

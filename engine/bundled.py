@@ -22,13 +22,13 @@ def bundled_model_available() -> bool:
 
 def load_default_model(device: str = "cpu", dtype=None, quantize: str | None = None):
     """The bundled trained model, or an untrained random stand-in (model.trained is False)."""
-    from engine.loading import load_model
+    from engine.loading import check_device, load_model
 
     if bundled_model_available():
         m = load_model(MODEL_DIR, device=device, dtype=dtype, quantize=quantize)
         m.trained = True
         return m
-    return random_model(device)
+    return random_model(check_device(device))
 
 
 def random_model(device: str = "cpu", seed: int = 0):

@@ -23,8 +23,9 @@ class FileProblem(OSError):
     """A file cannot be read as asked; str() is one sentence naming the file."""
 
 
-def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; FileProblem otherwise."""
+def check_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> int:
+    """The size of `path` when it is a regular file of at most `limit` bytes; FileProblem otherwise.
+    For readers that open the file themselves (a library reading it by name)."""
     p = Path(path)
     try:
         st = p.stat()
@@ -40,6 +41,13 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> byt
         raise FileProblem(
             f"{p} is {st.st_size / MB:.1f} MB, too large for a {what} (at most {limit / MB:g} MB)."
         )
+    return st.st_size
+
+
+def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; FileProblem otherwise."""
+    p = Path(path)
+    check_bounded(p, limit, what)
     try:
         with open(p, "rb") as f:
             data = f.read(limit + 1)

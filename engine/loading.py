@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from engine.config import ConfigError, ModelConfig
 from engine.decoding import DecodingError, read_generation_config
-from engine.files import MB, FileProblem, read_bounded
+from engine.files import MB, FileProblem, check_bounded, read_bounded
 from engine.model import Model, rope_inv_freq
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -368,7 +368,9 @@ def _load_tokenizer(folder: Path, cfg: ModelConfig):
     from engine.tokenizer import Tokenizer
 
     try:
-        head = read_bounded(path, 256 * MB, "tokenizer.json")[:64].lstrip()  # Llama-3's is 9 MB
+        check_bounded(path, 256 * MB, "tokenizer.json")  # Llama-3's is 9 MB; the library reads it
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
         if not head.startswith(b"{"):
             raise LoadError(f"{path} is not a tokenizer.json (it is not a JSON object).")
         tok = Tokenizer.from_folder(folder)

@@ -44,6 +44,13 @@ class KVCache:
     def nbytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
 
+    @staticmethod
+    def planned_bytes(cfg: ModelConfig, max_len: int, item_size: int, batch: int = 1) -> int:
+        """What __init__ allocates, before allocating it (the keys and values of every self layer)."""
+        t = cfg.text
+        n_self = t.num_layers - len(t.cross_attention_layers)
+        return 2 * n_self * batch * t.num_kv_heads * max_len * t.head_dim * item_size
+
 
 class VisualMemory:
     def __init__(
@@ -87,6 +94,15 @@ class VisualMemory:
         self.evicted = 0
 
     # ---- sizes -----------------------------------------------------------------------------------
+    @staticmethod
+    def planned_bytes(cfg: ModelConfig, capacity: int, item_size: int, staging: int = 8) -> int:
+        """What __init__ allocates, before allocating it: the committed keys and values, the raw keys
+        kept for re-positioning (MOSS), the staging slots (the small validity mask left out)."""
+        t = cfg.text
+        per_frame = len(t.cross_attention_layers) * cfg.tokens_per_frame * t.num_kv_heads * t.head_dim
+        raw = capacity if cfg.video.xattn_rope else 0
+        return per_frame * item_size * (2 * capacity + raw + 2 * staging)
+
     @property
     def visible(self) -> int:
         return min(self.committed, self.C)

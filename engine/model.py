@@ -464,7 +464,7 @@ class Model(nn.Module):
         tower, projector = self.vision_model, self.multi_modal_projector
         if fp8 and self.fp8_vision is not None:
             tower, projector = self.fp8_vision
-        feats = tower(pixels, all_tiles) if all_tiles else tower(pixels)  # (F, 1 + g*g, Dv)
+        feats = tower(pixels, all_tiles=all_tiles)  # (F, 1 + g*g, Dv)
         s = self.cfg.video.pool_stride
         if s > 1:
             # MOSS: keep CLS, average-pool the patch grid (g x g -> g/s x g/s) before the projector.

@@ -39,6 +39,7 @@ from engine import protocol as P
 from engine.fast import GraphPerception
 from engine.files import printable
 from engine.generation import StreamConfig, StreamDecoder
+from engine.memory import KVCache, VisualMemory
 from engine.preprocess import batch_pixels
 from engine.queues import LatestMailbox, SPSCRing, Wakeup
 from engine.sources import FrameSource, SourceError, open_source
@@ -89,13 +90,9 @@ def session_sampling(model, cfg: SessionConfig) -> decoding.Sampling:
 def session_bytes(model, cfg: SessionConfig) -> int:
     """What a session allocates up front: the visual memory (frames + staging slots, keys and values of
     every cross-attention layer at the KV-head count) and the text cache."""
-    c, t = model.cfg, model.cfg.text
-    p = next(model.parameters())
-    item = p.element_size()
-    per_token = t.num_kv_heads * t.head_dim * 2 * item  # a key and a value
-    visual = (cfg.memory_frames + STAGING) * c.tokens_per_frame * len(t.cross_attention_layers) * per_token
-    text = (cfg.max_context + 64) * (t.num_layers - len(t.cross_attention_layers)) * per_token
-    return visual + text
+    item = next(model.parameters()).element_size()
+    visual = VisualMemory.planned_bytes(model.cfg, cfg.memory_frames, item, staging=STAGING)
+    return visual + KVCache.planned_bytes(model.cfg, cfg.max_context + 64, item)
 
 
 def free_bytes(device: torch.device) -> int | None:
@@ -152,6 +149,7 @@ class Session:
         self._scheduled_in: collections.deque[tuple[float, str]] = collections.deque()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._closed = threading.Event()  # set when the session has ended and its transcript is closed
         self._paused = False
         self._running = False
         self._latest: np.ndarray | None = None
@@ -165,6 +163,7 @@ class Session:
             raise RuntimeError("session already started")
         self._t0 = time.monotonic()
         self._stop.clear()
+        self._closed.clear()
         cfg = self.cfg
         self.decoder = StreamDecoder(
             self.model,
@@ -556,6 +555,12 @@ class Session:
             w.close()
             if w.problem:  # the last bytes could not reach the disk
                 self._out.append(E.Error(self.clock(), w.problem, "transcript"))
+        self._closed.set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the session has ended and its transcript is closed (a natural end finishes in a
+        thread of its own, after SessionEnd was emitted); True when it has."""
+        return self._closed.wait(timeout)
 
 
 _finish_lock = threading.Lock()

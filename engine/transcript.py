@@ -107,10 +107,10 @@ def transcript_problem(path: str | os.PathLike[str]) -> str | None:
     if not first:
         return None
     try:
-        from_dict(json.loads(first.decode("utf-8")))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return f"{p} exists and is not a transcript written by this app; it is left untouched."
-    return None
+        ours = _parse_fragment(first) is not None
+    except RecursionError:  # absurdly nested JSON is no transcript of ours either
+        ours = False
+    return None if ours else f"{p} exists and is not a transcript written by this app; it is left untouched."
 
 
 class TranscriptWriter:
@@ -187,16 +187,21 @@ class TranscriptWriter:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._closed and not self.problem:
-                try:
-                    self._flush_locked(time.monotonic(), sync=False)
-                except OSError as e:
-                    self._fail(e)
+            if not self._closed:
+                self._flush_locked(time.monotonic(), sync=False)
 
     def _flush_locked(self, now: float, sync: bool) -> None:
-        self._file.flush()  # into the OS page cache: survives the process being killed
-        if sync:
-            os.fsync(self._file.fileno())  # onto the disk: survives a power cut
+        """Hand the lines to the OS (and the disk, with sync). An OS error (a full disk) stops the
+        writing with a `problem` instead of raising; nothing is flushed after that."""
+        if self.problem:
+            return
+        try:
+            self._file.flush()  # into the OS page cache: survives the process being killed
+            if sync:
+                os.fsync(self._file.fileno())  # onto the disk: survives a power cut
+        except OSError as e:
+            self._fail(e)
+            return
         self._dirty = False
         self._last_flush = now
 
@@ -205,11 +210,8 @@ class TranscriptWriter:
         # unflushed data by half an interval (plus the flush itself), even when no event follows.
         while not self._stop.wait(self.flush_interval / 2):
             with self._lock:
-                if self._dirty and not self._closed and not self.problem:
-                    try:
-                        self._flush_locked(time.monotonic(), sync=False)
-                    except OSError as e:
-                        self._fail(e)
+                if self._dirty and not self._closed:
+                    self._flush_locked(time.monotonic(), sync=False)
 
     def close(self) -> None:
         """Flush, fsync, close; then write the subtitles file if one was asked for. Idempotent."""
@@ -217,11 +219,7 @@ class TranscriptWriter:
             if self._closed:
                 return
             self._closed = True
-            try:
-                if not self.problem:
-                    self._flush_locked(time.monotonic(), sync=True)
-            except OSError as e:
-                self._fail(e)
+            self._flush_locked(time.monotonic(), sync=True)
             try:
                 self._file.close()
             except OSError as e:  # the buffer could not be written out: the disk is full

@@ -519,3 +519,11 @@ def test_long_and_unfamiliar_video_splits_run_and_stay_held_out(tiny):
     assert sum(n for n, _ in r.by_minute.values()) >= 1 and r.talk.minutes == pytest.approx(70 / 60)
     out = evaluate_ood(tiny, [5000], 4, "watch", tokens_per_frame=3)
     assert set(out) == set(OOD_KINDS) and all(v.minutes > 0 for v in out.values())
+
+
+@pytest.mark.parametrize("suite", ["long", "ood"])
+def test_the_long_and_unfamiliar_splits_refuse_seeds_training_can_draw(suite, capsys):
+    from engine.eval.__main__ import main as eval_main
+
+    assert eval_main(["--model", "assets/model", "--suite", suite, "--seeds", "10000"]) == 2
+    assert "the range training never draws from" in capsys.readouterr().err

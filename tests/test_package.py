@@ -46,10 +46,12 @@ def test_nothing_reaches_outside_the_project_tree():
     """A user's clone has no sibling folders and no build machine's paths: code and tests may not name them."""
     import re
 
+    # The names are spelt with one-letter classes ([a] is a) so that this file does not name them
+    # itself and is scanned like every other file.
     outside = re.compile(
-        r"""(\.parents?\b[^\n]*["']shared["'])"""  # ROOT.parent / "shared"
-        r"""|(["'](/work|/home|/root|/mnt|/Users|C:\\\\)[/\\])"""  # absolute machine paths in literals
-        r"""|(["']\.\./)"""  # relative climbs out of the tree
+        r"""(\.parents?\b[^\n]*["']sh[a]red["'])"""  # the sibling folder next to the project
+        r"""|(["'](/w[o]rk|/h[o]me|/r[o]ot|/m[n]t|/U[s]ers|C:\\\\)[/\\])"""  # absolute machine paths
+        r"""|(["'][.][.]/)"""  # relative climbs out of the tree
     )
     found = []
     for folder in ("app", "engine", "tests", "scripts"):
@@ -59,7 +61,7 @@ def test_nothing_reaches_outside_the_project_tree():
             ):  # that file attacks with such paths
                 continue
             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-                if outside.search(line) and f != Path(__file__) and "bad input on purpose" not in line:
+                if outside.search(line) and "bad input on purpose" not in line:
                     found.append(f"{f.relative_to(ROOT)}:{n}: {line.strip()}")
     for f in ("main.py", "run.sh", "test.sh", ".ci/run"):
         text = (ROOT / f).read_text(encoding="utf-8")

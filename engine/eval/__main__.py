@@ -20,6 +20,25 @@ from collections.abc import Sequence
 from engine.data.synth import parse_seeds
 
 
+def held_out_seeds(spec: str) -> list[int] | str:
+    """The seeds of `--seeds`, or the sentence refusing them: evaluation seeds must come from the
+    held-out range, which the training generator can never draw."""
+    from engine.train.small import HELD_OUT
+
+    try:
+        seeds = parse_seeds(spec)
+    except ValueError:
+        return f"--seeds {spec!r}: give seeds like 1000-1199 or 1000,1005."
+    outside = [s for s in seeds if s not in HELD_OUT]
+    if outside or not seeds:
+        return (
+            f"--seeds {spec}: evaluation seeds must lie in {HELD_OUT.start}-{HELD_OUT.stop - 1}, the range "
+            f"training never draws from ({outside[0] if outside else 'none given'} does not); anything "
+            "else would measure streams the model may have trained on."
+        )
+    return seeds
+
+
 def run_wall(args, seeds, realtime) -> int:
     from engine.eval.harness import evaluate_synthetic, load_system_prompt
     from engine.loading import load_model
@@ -48,21 +67,10 @@ def run_wall(args, seeds, realtime) -> int:
 
 def run_synthetic(args) -> int:
     from engine.eval.harness import Results, eval_worker
-    from engine.train.small import HELD_OUT
 
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError:
-        print(f"--seeds {args.seeds!r}: give seeds like 1000-1199 or 1000,1005.", file=sys.stderr)
-        return 2
-    outside = [s for s in seeds if s not in HELD_OUT]
-    if outside or not seeds:
-        print(
-            f"--seeds {args.seeds}: evaluation seeds must lie in {HELD_OUT.start}-{HELD_OUT.stop - 1}, the range "
-            f"training never draws from ({outside[0] if outside else 'none given'} does not); anything "
-            "else would measure streams the model may have trained on.",
-            file=sys.stderr,
-        )
+    seeds = held_out_seeds(args.seeds)
+    if isinstance(seeds, str):
+        print(seeds, file=sys.stderr)
         return 2
     realtime = not args.no_realtime
     if args.wall:
@@ -134,13 +142,10 @@ def run_long_or_ood(args) -> int:
     from engine.eval import harness as H
     from engine.eval.long import evaluate_long, evaluate_ood
     from engine.loading import load_model
-    from engine.train.small import HELD_OUT
 
-    seeds = parse_seeds(args.seeds)
-    if not seeds or any(s not in HELD_OUT for s in seeds):
-        print(
-            f"--seeds must lie in {HELD_OUT.start}-{HELD_OUT.stop - 1}, the held-out range.", file=sys.stderr
-        )
+    seeds = held_out_seeds(args.seeds)
+    if isinstance(seeds, str):
+        print(seeds, file=sys.stderr)
         return 2
     torch.set_num_threads(os.cpu_count() or 1)
     model = load_model(args.model)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from engine.eval.harness import replay
-from engine.eval.scoring import Results, score_record
+from engine.eval.scoring import Results, answer_at_asking, score_record
 from engine.eval.text import normalise
 
 OOD_KINDS = ("camera", "screen", "texture")
@@ -135,7 +135,8 @@ def evaluate_long(
         )
         out.compactions += counter["dec"].compactions
         score_record(rec["meta"], tr, out.results)
-        for q, right in zip(rec["meta"]["questions"], _answers_right(rec["meta"], tr), strict=True):
+        for q in rec["meta"]["questions"]:
+            right = answer_at_asking(q, tr)
             if right is None:
                 continue
             minute = int(q["ask_frame"] / rec["meta"]["fps"] // 60)
@@ -144,18 +145,6 @@ def evaluate_long(
             cell[1] += int(right)
         out.talk.add([s.text for s in tr.segments], rec["meta"]["n_frames"] / rec["meta"]["fps"] / 60)
     return out
-
-
-def _answers_right(meta: dict, trace) -> list[bool | None]:
-    """Per question: was its answer at asking right (the scorer's own rule); None when the question
-    has no answer to score at asking."""
-    right: list[bool | None] = []
-    for q in meta["questions"]:
-        one = Results()
-        score_record({**meta, "questions": [q]}, trace, one)
-        tallies = [t for t in one.answer.values() if t.n]
-        right.append(bool(tallies[0].ok) if tallies else None)
-    return right
 
 
 # ---- video unlike the training world ----------------------------------------------------------------

@@ -190,6 +190,25 @@ def _attr(res: Results, table: dict) -> str:
     return "offline" if table is res.offline else "offline_rt"
 
 
+def answer_at_asking(q: dict, trace: Trace) -> bool | None:
+    """Was the question answered right when asked: its first speech at most a frame after the answer
+    was due, saying an accepted value? None for a question with no answer to score (watch, narrate,
+    or no answer in its ground truth)."""
+    if q["kind"] in ("watch", "narrate"):
+        return None
+    answers = [s for s in q.get("speech", []) if s.get("spoken_frame") is not None and s["type"] == "answer"]
+    if q.get("answer_frame") is None or not answers:
+        return None
+    segs = trace.under(int(q["qid"]))
+    first = segs[0] if segs else None
+    accept = answers[0].get("accept") or q.get("accept") or []
+    return (
+        first is not None
+        and first.start_frame <= int(q["answer_frame"]) + 1
+        and matches(first.text, accept, q["kind"])
+    )
+
+
 def score_record(
     meta: dict, trace: Trace, res: Results | None = None, window: int = REVISION_WINDOW
 ) -> Results:
@@ -225,13 +244,8 @@ def score_record(
                     res.events.add(any(f <= g.start_frame <= f + 1 for g in segs))
             continue
         answers = [s for s in speech if s["type"] == "answer"]
-        if q.get("answer_frame") is not None and answers:
-            accept = answers[0].get("accept") or q.get("accept") or []
-            ok = (
-                first is not None
-                and first.start_frame <= int(q["answer_frame"]) + 1
-                and matches(first.text, accept, kind)
-            )
+        ok = answer_at_asking(q, trace)
+        if ok is not None:
             res.answer.setdefault(kind, Tally()).add(ok)
             if not ok and len(res.failures) < 50:
                 res.failures.append(

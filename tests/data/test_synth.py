@@ -477,7 +477,9 @@ def test_openai_rewriter_posts_chat_completions(monkeypatch):
         reply = {"choices": [{"message": {"content": "How many shapes do you see?"}}]}
         return io.BytesIO(json.dumps(reply).encode())
 
-    monkeypatch.setattr(synth.urllib.request, "urlopen", fake_urlopen)
+    from engine.data import rewrite
+
+    monkeypatch.setattr(rewrite.urllib.request, "urlopen", fake_urlopen)
     rw = synth.OpenAIRewriter("http://localhost:8000/v1/", "m", api_key="k")
     assert rw.rewrite("How many objects are there?", "question") == "How many shapes do you see?"
     assert sent["url"] == "http://localhost:8000/v1/chat/completions" and sent["auth"] == "Bearer k"
