@@ -17,7 +17,8 @@ nn.Modules, a few microseconds each under the GIL) and by the bytes it streams, 
 - the gates' tanh is computed once; no nn.Module calls;
 - on CPUs with native bfloat16 dot products (AVX512-BF16, AMX) the runtime keeps the visual memory in
   bfloat16 (`memory_dtype`): the three cross-attention layers read half the bytes per token.
-The arithmetic is Model.forward_text's up to the rounding of the weights: with float16 weights the
+The layer math is engine.decoder's (this module is its `Folded` execution strategy); the arithmetic is
+Model.forward_text's up to the rounding of the weights: with float16 weights the
 shipped model says the same words as in float32, with int8 the same on almost every frame (tests;
 the held-out evaluation gives the same target numbers). The weights are copied when the step is
 built: a model trained further needs a new step. It knows nothing of tokenizers, threads or the
@@ -27,13 +28,15 @@ stream protocol.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from engine.attention import attend
-from engine.model import CrossAttentionLayer, Model, rope_cos_sin
+from engine.decoder import Execution, cross_attention_layer, rope_cos_sin, run_layers, self_attention_layer
+from engine.model import Model
 from engine.quant import quantize_rows
 
 
@@ -75,6 +78,86 @@ def _int8_mm(x: torch.Tensor, w: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
     return torch._weight_int8pack_mm(x, *w)
 
 
+@dataclass
+class FoldedLayer:
+    """One decoder layer's weight copies: products as stored by the step (a float16 matrix, or int8
+    rows and bfloat16 scales), each RMSNorm folded into the product after it."""
+
+    is_cross: bool
+    wqkv: object  # q/k/v (self-attention) or q (cross-attention), input norm folded in
+    wo: object
+    wgu: object  # gate/up, post-attention norm folded in
+    wd: object
+    q_norm: torch.Tensor | None = None  # cross-attention: q_norm's weight times the softmax scale
+    gates: tuple[float, float] = (1.0, 1.0)  # cross-attention: tanh of the gates
+
+    def __call__(self, x, ex, n):
+        return (cross_attention_layer if self.is_cross else self_attention_layer)(ex, self, n, x)
+
+
+class Folded(Execution):
+    """engine.decoder's layers over FoldedLayer copies, rows (T, C), heads (T, H, D): one chunk of a
+    CpuDecodeStep call (its cache, visual memory, masks and RoPE angles)."""
+
+    def __init__(self, step: CpuDecodeStep, start, T, cache, xkv, xmask, row):
+        self.step, self.start, self.T, self.cache, self.xkv = step, start, T, cache, xkv
+        self.cos, self.sin = step.cos[start : start + T, None], step.sin[start : start + T, None]  # (T, 1, D)
+        self.bias = None
+        if xmask is not None:
+            self.bias = torch.zeros(xmask.shape).masked_fill_(~xmask, float("-inf"))  # (T, S)
+        self.row_attn = self.row_mlp = row
+        self.rope_x = step.rope_x
+
+    def rope(self, t):  # rotate(t) = roll(t) with the first half's sin negated (step.sin)
+        return torch.addcmul(t * self.cos, t.roll(self.step.half, -1), self.sin)
+
+    def qkv(self, layer, x):
+        st = self.step
+        qkv = st.mm(st.normed(x), layer.wqkv).float().view(self.T, st.H + 2 * st.KV, st.D)
+        return qkv[:, : st.H], qkv[:, st.H : st.H + st.KV], qkv[:, st.H + st.KV :]
+
+    def self_attend(self, n, q, k, v):
+        T, start = self.T, self.start
+        ck, cv = self.cache.k[n, 0], self.cache.v[n, 0]  # (KV, S, D)
+        ck[:, start : start + T] = k.transpose(0, 1)
+        cv[:, start : start + T] = v.transpose(0, 1)
+        o = attend(q.transpose(0, 1)[None], ck[None, :, : start + T], cv[None, :, : start + T], causal=T > 1)
+        return o[0].transpose(0, 1).reshape(T, -1)
+
+    def self_out(self, layer, o):
+        return self.step.mm(o.to(self.step.wdtype), layer.wo)
+
+    cross_out = self_out
+
+    def mlp(self, layer, x):
+        st = self.step
+        g, u = st.mm(st.normed(x), layer.wgu).float().chunk(2, -1)
+        return st.mm((F.silu(g) * u).to(st.wdtype), layer.wd)
+
+    def sees_frames(self, n):
+        return self.xkv is not None
+
+    def cross_q(self, layer, x):
+        st = self.step
+        q = st.mm(st.normed(x), layer.wqkv).float().view(self.T, st.H, st.D)
+        return F.rms_norm(q, (st.D,), layer.q_norm, st.eps)
+
+    def cross_attend(self, n, q):
+        """Grouped-query attention as two products: a KV head's G query heads and the rows are the
+        rows of one product; each key and value read once; the softmax scale is in q_norm."""
+        T, KV, G, D = self.T, self.step.KV, self.step.G, self.step.D
+        k, v = self.xkv[n]
+        q = q.view(T, KV, G, D).permute(1, 2, 0, 3).reshape(KV, G * T, D)
+        s = torch.matmul(q.to(k.dtype), k[0].transpose(-1, -2))  # (KV, G*T, S)
+        if self.bias is not None:
+            s = (s.view(KV, G, T, -1) + self.bias).view(KV, G * T, -1)
+        p = torch.softmax(s, -1, dtype=torch.float32).to(v.dtype)
+        return torch.matmul(p, v[0]).view(KV, G, T, D).permute(2, 0, 1, 3).reshape(T, G * KV * D)
+
+    def gates(self, layer):
+        return layer.gates
+
+
 class CpuDecodeStep:
     MAX_ROWS = 4  # chunks longer than this (prefill) go through Model.forward_text
 
@@ -112,7 +195,7 @@ class CpuDecodeStep:
         for layer in lm.layers:
             mlp = layer.mlp
             ffn = (w(mlp.gate_proj, mlp.up_proj, norm=layer.post_attention_layernorm), w(mlp.down_proj))
-            if isinstance(layer, CrossAttentionLayer):
+            if layer.is_cross:
                 xa = layer.cross_attn
                 q_norm = (xa.q_norm.weight.detach().float() * self.D**-0.5).contiguous()
                 gates = (
@@ -120,21 +203,20 @@ class CpuDecodeStep:
                     float(layer.cross_attn_mlp_gate.detach().tanh()),
                 )
                 self.layers.append(
-                    (True, w(xa.q_proj, norm=layer.input_layernorm), q_norm, w(xa.o_proj), *ffn, *gates)
+                    FoldedLayer(
+                        True, w(xa.q_proj, norm=layer.input_layernorm), w(xa.o_proj), *ffn, q_norm, gates
+                    )
                 )
             else:
                 sa = layer.self_attn
                 qkv = w(sa.q_proj, sa.k_proj, sa.v_proj, norm=layer.input_layernorm)
-                self.layers.append((False, qkv, w(sa.o_proj), *ffn))
+                self.layers.append(FoldedLayer(False, qkv, w(sa.o_proj), *ffn))
         self.embed = lm.embed_tokens.weight.detach()
         self.head = w(model.lm_head, norm=lm.norm)
 
-    def _normed(self, x: torch.Tensor) -> torch.Tensor:
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
         """RMSNorm without its weight (folded into the next product), in the weights' dtype."""
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(self.eps))).to(self.wdtype)
-
-    def _rope(self, x, cos, sin):
-        return torch.addcmul(x * cos, x.roll(self.half, -1), sin)
 
     @torch.inference_mode()
     def __call__(self, ids: list[int], start: int, cache, xkv=None, xmask=None, row=None) -> torch.Tensor:
@@ -144,51 +226,6 @@ class CpuDecodeStep:
         row sees all S keys); row (T, 1): 0 for rows whose cross-attention and its MLP are dropped, or
         None (none dropped). Returns the last row's logits (V,) float32."""
         T = len(ids)
-        H, KV, G, D = self.H, self.KV, self.G, self.D
-        adt = self.wdtype  # the products' input dtype
         x = self.embed[ids] if T > 1 else self.embed[ids[0]][None]  # (T, C)
-        cos, sin = self.cos[start : start + T, None], self.sin[start : start + T, None]  # (T, 1, D)
-        bias = None
-        if xmask is not None:
-            bias = torch.zeros(xmask.shape).masked_fill_(~xmask, float("-inf"))  # (T, S)
-        si = xi = 0
-        for layer in self.layers:
-            if layer[0]:
-                _, wq, q_norm, wo, wgu, wd, g_attn, g_mlp = layer
-                xi += 1
-                if xkv is None:
-                    continue
-                k, v = xkv[xi - 1]
-                q = self.mm(self._normed(x), wq).float().view(T, H, D)
-                q = F.rms_norm(q, (D,), q_norm, self.eps)
-                if self.rope_x:  # MOSS: RoPE after q_norm, at the token's text position
-                    q = self._rope(q, cos, sin)
-                # (T, H, D) -> (KV, G*T, D): a KV head's query heads and rows as rows of one product
-                q = q.view(T, KV, G, D).permute(1, 2, 0, 3).reshape(KV, G * T, D)
-                s = torch.matmul(q.to(k.dtype), k[0].transpose(-1, -2))  # (KV, G*T, S)
-                if bias is not None:
-                    s = (s.view(KV, G, T, -1) + bias).view(KV, G * T, -1)
-                p = torch.softmax(s, -1, dtype=torch.float32).to(v.dtype)
-                o = torch.matmul(p, v[0]).view(KV, G, T, D).permute(2, 0, 1, 3).reshape(T, H * D)
-                a = self.mm(o.to(adt), wo)
-                x = x + g_attn * (a if row is None else a * row)
-                m = self.mm(self._ffn(x, wgu), wd)
-                x = x + g_mlp * (m if row is None else m * row)
-            else:
-                _, wqkv, wo, wgu, wd = layer
-                qkv = self.mm(self._normed(x), wqkv).float().view(T, H + 2 * KV, D)
-                qk = self._rope(qkv[:, : H + KV], cos, sin)
-                ck, cv = cache.k[si, 0], cache.v[si, 0]  # (KV, S, D)
-                ck[:, start : start + T] = qk[:, H:].transpose(0, 1)
-                cv[:, start : start + T] = qkv[:, H + KV :].transpose(0, 1)
-                q = qk[:, :H].transpose(0, 1)[None]  # (1, H, T, D)
-                o = attend(q, ck[None, :, : start + T], cv[None, :, : start + T], causal=T > 1)
-                x = x + self.mm(o[0].transpose(0, 1).reshape(T, H * D).to(adt), wo)
-                x = x + self.mm(self._ffn(x, wgu), wd)
-                si += 1
-        return self.mm(self._normed(x[-1:]), self.head)[0].float()
-
-    def _ffn(self, x, wgu):
-        """SiLU(gate) * up of the post-attention-normed x, cast for the down product."""
-        g, u = self.mm(self._normed(x), wgu).float().chunk(2, -1)
-        return (F.silu(g) * u).to(self.wdtype)
+        x = run_layers(Folded(self, start, T, cache, xkv, xmask, row), self.layers, x)
+        return self.mm(self.normed(x[-1:]), self.head)[0].float()

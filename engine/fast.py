@@ -18,7 +18,36 @@ from __future__ import annotations
 import torch
 
 from engine.attention import attend
-from engine.model import CrossAttentionLayer, Model, rope_cos_sin, rotate
+from engine.decoder import Eager, rope_cos_sin, run_layers
+from engine.model import Model
+
+
+class Static(Eager):
+    """engine.decoder's layers with fixed shapes: the chunk is one token at the position held in the
+    device tensor `pos`; its K/V are written with index_copy_ and it reads the whole cache
+    (Ls, 1, KV, S, D) under `arange(S) <= pos`; it reads the whole visual memory (Lx, 1, KV, M, D)
+    under `valid`, and a row gate of 0 while no frame is committed."""
+
+    def __init__(self, cos, sin, rope_x, pos, cache_k, cache_v, mem_k, mem_v, mem_valid, dtype):
+        S = cache_k.shape[3]
+        self_mask = (torch.arange(S, device=pos.device) <= pos[0, 0])[None, None, None]  # (1, 1, 1, S)
+        any_frame = mem_valid.any()
+        x_mask = (mem_valid | ~any_frame)[None, None, None]  # never fully masked (NaN); row gate drops it
+        row = any_frame.to(dtype).view(1, 1, 1)
+        super().__init__(cos, sin, (mem_k, mem_v), x_mask, row, row, rope_x)
+        self.pos, self.cache_k, self.cache_v, self.self_mask = pos, cache_k, cache_v, self_mask
+
+    def self_attend(self, n, q, k, v):
+        self.cache_k[n].index_copy_(2, self.pos[0], k)
+        self.cache_v[n].index_copy_(2, self.pos[0], v)
+        return attend(q, self.cache_k[n], self.cache_v[n], mask=self.self_mask)
+
+    def sees_frames(self, n):
+        return True  # shapes never change: the row gate drops what no frame should reach
+
+    def cross_attend(self, n, q):
+        mem_k, mem_v = self.xkv
+        return attend(q, mem_k[n], mem_v[n], mask=self.xmask)
 
 
 def static_decode_step(model: Model, ids, pos, cache_k, cache_v, mem_k, mem_v, mem_valid):
@@ -27,39 +56,19 @@ def static_decode_step(model: Model, ids, pos, cache_k, cache_v, mem_k, mem_v, m
     lm = model.language_model
     x = lm.embed_tokens(ids)  # (1, 1, C)
     cos, sin = rope_cos_sin(model.inv_freq, pos, x.dtype)
-    cos, sin = cos[:, None], sin[:, None]  # (1, 1, 1, D)
-    S = cache_k.shape[3]
-    self_mask = (torch.arange(S, device=ids.device) <= pos[0, 0])[None, None, None]  # (1, 1, 1, S)
-    any_frame = mem_valid.any()
-    x_mask = (mem_valid | ~any_frame)[None, None, None]  # never fully masked (NaN); row gate drops it
-    row = any_frame.to(x.dtype).view(1, 1, 1)
-    rope_x = model.cfg.video.xattn_rope
-    si = xi = 0
-    for layer in lm.layers:
-        if isinstance(layer, CrossAttentionLayer):
-            xa = layer.cross_attn
-            h = layer.input_layernorm(x)
-            q = xa.q_norm(xa.q_proj(h).view(1, 1, xa.h, xa.d)).transpose(1, 2)
-            if rope_x:
-                q = rotate(q, cos, sin)
-            o = attend(q, mem_k[xi], mem_v[xi], mask=x_mask)
-            a = xa.o_proj(o.transpose(1, 2).reshape(1, 1, -1))
-            x = x + layer.cross_attn_attn_gate.tanh() * (a * row)
-            m = layer.mlp(layer.post_attention_layernorm(x)) * row
-            x = x + layer.cross_attn_mlp_gate.tanh() * m
-            xi += 1
-        else:
-            sa = layer.self_attn
-            h = layer.input_layernorm(x)
-            q, k, v = sa.project_qkv(h)
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-            cache_k[si].index_copy_(2, pos[0], k)
-            cache_v[si].index_copy_(2, pos[0], v)
-            o = attend(q, cache_k[si], cache_v[si], mask=self_mask)
-            x = x + sa.o_proj(o.transpose(1, 2).reshape(1, 1, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-            si += 1
-    return model.lm_head(lm.norm(x))[0, 0].float()
+    ex = Static(
+        cos[:, None],
+        sin[:, None],
+        model.cfg.video.xattn_rope,
+        pos,
+        cache_k,
+        cache_v,
+        mem_k,
+        mem_v,
+        mem_valid,
+        x.dtype,
+    )
+    return model.lm_head(lm.norm(run_layers(ex, lm.layers, x)))[0, 0].float()
 
 
 class GraphDecoder:

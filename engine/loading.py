@@ -21,9 +21,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.config import ConfigError, ModelConfig
+from engine.decoder import rope_inv_freq
 from engine.decoding import DecodingError, read_generation_config
 from engine.files import MB, FileProblem, check_bounded, read_bounded
-from engine.model import Model, rope_inv_freq
+from engine.model import Model
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -315,7 +316,7 @@ def quantize_int8(model: Model, device) -> None:
     the text decoder and lm_head; each moves to `device` as it is quantized (peak memory: one module in
     the model's dtype at a time). The vision tower, norms and embeddings keep their dtype. On CUDA the
     decode step's products run through the fused int8 kernel (`engine.quant.int8_gemv`)."""
-    from engine.model import Linear
+    from engine.decoder import Linear
     from engine.quant import quantize_rows
 
     with torch.no_grad():

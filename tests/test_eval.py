@@ -425,8 +425,8 @@ def test_int8_weight_only_model_still_answers():
     import torch
 
     from engine.bundled import MODEL_DIR
+    from engine.decoder import Linear
     from engine.loading import load_model
-    from engine.model import Linear
 
     f32 = load_model(MODEL_DIR)
     q8 = load_model(MODEL_DIR, quantize="int8")

@@ -67,19 +67,30 @@ def run_script(dec, model, frames, script):
     return evs
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
+# Every execution strategy of engine.decoder's layer math: (StreamConfig options, logit tolerance as a
+# fraction of the largest logit). Eager and Static compute in float32; the CPU step's weight copies
+# are float16 or int8 (its float32 chunks longer than MAX_ROWS go through Eager).
+STRATEGIES = {
+    "eager": (dict(static_decode=False, cpu_step=False), 1e-5),
+    "static": (dict(static_decode=True, cpu_step=False), 1e-5),
+    "cpu-float16": (dict(static_decode=False, cpu_step=True, cpu_weights="float16"), 1e-2),
+    "cpu-int8": (dict(static_decode=False, cpu_step=True, cpu_weights="int8"), 3e-2),
+}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.parametrize("mode", ["moss", "stock"])
-def test_streaming_equals_offline(tok, mode, static):
-    """Chunked prefill + one-token decode (eager, or the fixed-shape CUDA-graph step run eagerly on
-    the CPU) give the logits of one full forward pass."""
+def test_every_execution_strategy_gives_the_logits_of_one_offline_pass(tok, mode, strategy):
+    """Chunked prefill + one-token decode, through each execution strategy of the one decoder
+    definition (eager modules, the fixed-shape CUDA-graph step run eagerly on the CPU, the CPU step
+    with folded float16 or int8 weights), give the logits of one full forward pass."""
+    options, tol = STRATEGIES[strategy]
     m = make_model(tok, mode)
     S = m.cfg.vision.image_size
     frames = torch.randn(6, 3, S, S)
-    dec = Recorder(
-        m,
-        tok,
-        StreamConfig(system_prompt="watch", max_segment_tokens=4, static_decode=static, cpu_step=False),
-    )
+    dec = Recorder(m, tok, StreamConfig(system_prompt="watch", max_segment_tokens=4, **options))
+    assert (dec.graph is not None) == (strategy == "static")
+    assert (dec.cpu_step is not None) == strategy.startswith("cpu")
     script = [("steps", 1), ("frame", 0), ("steps", 3), ("frame", 1), ("steps", 2), ("ask", "how many?")]
     script += [
         ("steps", 2),
@@ -98,8 +109,11 @@ def test_streaming_equals_offline(tok, mode, static):
     with torch.no_grad():
         ref = m.logits(ids, frames)[0]
     assert len(dec.seen) > 10
-    for pos, lg in dec.seen:
-        torch.testing.assert_close(lg, ref[pos], atol=2e-4, rtol=1e-4)
+    scale = float(ref.abs().max())
+    worst = max(float((lg - ref[pos]).abs().max()) for pos, lg in dec.seen)
+    assert worst <= tol * scale + 2e-4, (worst, scale)
+    agree = sum(int(lg.argmax() == ref[pos].argmax()) for pos, lg in dec.seen)
+    assert agree >= (1.0 if strategy != "cpu-int8" else 0.9) * len(dec.seen)
 
 
 def test_protocol_token_sequence(tok):

@@ -8,8 +8,9 @@ from safetensors.torch import save_file
 
 import engine.config as C
 from engine import load_model
+from engine.decoder import rope_cos_sin, rotate
 from engine.loading import LoadError, save_model
-from engine.model import Model, rope_cos_sin, rotate
+from engine.model import Model
 
 transformers = pytest.importorskip("transformers")
 
@@ -318,8 +319,8 @@ def test_int8_weight_only_layers_compute_their_dequantized_product():
     """quantize_int8: each text projection keeps int8 rows and one float32 scale per row (no float
     weight; rounding error at most half a step), computes exactly the product with its dequantized
     weight, and fusing q/k/v and gate/up (the GPU decode step) changes no logit."""
+    from engine.decoder import Linear
     from engine.loading import quantize_int8
-    from engine.model import Linear
 
     m = moss_model()
     ref = {n: mod.weight.detach().clone() for n, mod in m.named_modules() if isinstance(mod, Linear)}

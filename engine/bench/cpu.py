@@ -28,9 +28,10 @@ import torch
 from engine import cpustep
 from engine import events as E
 from engine import protocol as P
+from engine.decoder import Eager, rope_cos_sin, run_layers
 from engine.generation import StreamConfig, StreamDecoder, perceive
 from engine.memory import KVCache
-from engine.model import Model, rope_cos_sin
+from engine.model import Model
 
 N_NEW = 64
 ENCODE_BATCH = 32
@@ -88,10 +89,8 @@ def _embed_forward(m: Model, x: torch.Tensor, start: int, cache: KVCache) -> tor
     T = x.shape[1]
     pos = torch.arange(start, start + T)[None]
     cos, sin = rope_cos_sin(m.inv_freq, pos, x.dtype)
-    cos, sin = cos[:, None], sin[:, None]
-    layers = cache.layers()
-    for i, layer in enumerate(m.language_model.layers):
-        x = layer(x, cos, sin, layers[i], start)
+    ex = Eager(cos[:, None], sin[:, None], None, None, None, None, False, cache.layers(), start)
+    x = run_layers(ex, m.language_model.layers, x)
     cache.length = start + T
     return m.language_model.norm(x)
 

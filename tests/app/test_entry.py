@@ -87,7 +87,7 @@ def test_engine_backend_loads_the_bundled_model():
 
 def test_engine_backend_loads_int8_from_the_precision_setting():
     """Settings "int8" (the precision menu) loads the text decoder as int8 weight-only."""
-    from engine.model import Linear
+    from engine.decoder import Linear
 
     m = EngineBackend().load(Settings(device="cpu", dtype="int8"), lambda f, t: None)
     lins = [x for x in m.handle.modules() if isinstance(x, Linear)]
