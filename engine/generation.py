@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -386,36 +385,3 @@ class _Clock:
 
     def __call__(self) -> float:
         return time.monotonic() - self.t0
-
-
-def perceive(model, pixels: torch.Tensor, batch: int | None = None, compile: bool = False):
-    """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work.
-    `batch`: encode in chunks of this many frames (offline hand-over of many frames at once).
-    `compile`: through torch.compile (inductor fuses the tower's norms, GELU and residuals; the first
-    call of each batch shape compiles for a minute or so; falls back to eager if compilation fails).
-    Goes through the model's FP8 tower when it has one (`quantize_fp8_vision`)."""
-    encode = _compiled_encoder(model) if compile else functools.partial(model.encode_frames, fp8=True)
-    with torch.inference_mode():
-        if batch is None or len(pixels) <= batch:
-            return model.project_memory(encode(pixels))
-        parts = [model.project_memory(encode(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
-        return torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
-
-
-def _compiled_encoder(model):
-    fn = getattr(model, "_compiled_encode", None)
-    if fn is None:
-        eager = functools.partial(model.encode_frames, fp8=True)
-        compiled = torch.compile(eager, dynamic=False)
-
-        def fn(px):
-            nonlocal compiled
-            try:
-                return compiled(px)
-            except Exception as e:  # a compiler problem must not stop perception
-                print(f"torch.compile of the vision tower failed ({type(e).__name__}: {e}); eager used")
-                compiled = eager
-                return compiled(px)
-
-        model._compiled_encode = fn
-    return fn

@@ -21,7 +21,6 @@ It knows nothing of Qt.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import threading
 import time
@@ -36,11 +35,10 @@ import torch
 from engine import decoding
 from engine import events as E
 from engine import protocol as P
-from engine.fast import GraphPerception
 from engine.files import printable
 from engine.generation import StreamConfig, StreamDecoder
 from engine.memory import KVCache, VisualMemory
-from engine.preprocess import batch_pixels
+from engine.perception import Perceiver
 from engine.queues import LatestMailbox, SPSCRing, Wakeup
 from engine.sources import FrameSource, SourceError, open_source
 
@@ -378,10 +376,7 @@ class Session:
                 pass
 
     def _perception_loop(self) -> None:
-        model, mem = self.model, self.decoder.memory
-        size = model.cfg.vision.image_size
-        stream = torch.cuda.Stream() if mem.k.is_cuda else None
-        encode = GraphPerception(model, mem.k.device, mem.stage_k.dtype)  # a CUDA graph on GPU, eager on CPU
+        perceiver = Perceiver(self.model, self.decoder.memory)
         while not self._stop.is_set():
             item = self.mailbox.take()
             if item is None:
@@ -398,13 +393,7 @@ class Session:
                 self.ring.record_drop()
                 continue
             t0 = time.monotonic()
-            with (
-                torch.inference_mode(),
-                torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext(),
-            ):
-                # the upload is enqueued on the perception stream too, so the encoder reads it in order
-                k, v = encode(batch_pixels([frame.image], size, model.cfg.video.resize))
-                mem.stage(slot, k[0], v[0])
+            perceiver.stage(slot, frame.image)
             self._perceive_times.append(time.monotonic() - t0)
             self.perception_log.append(self.clock())
             self._perceived += 1

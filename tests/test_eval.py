@@ -14,6 +14,7 @@ import pytest
 
 from engine.eval import benchmarks as B
 from engine.eval import harness as H
+from engine.perception import perceive_images
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -249,7 +250,7 @@ def test_replay_oracle_decoder_scores_full(tiny, records):
 def test_offline_answer_runs(tiny, records):
     rec = records[0]
     frames = H.frames_of(rec, tiny.cfg.vision.image_size)[:5]
-    k, v = H.perceive_frames(tiny, frames)
+    k, v = perceive_images(tiny, frames)
     text = H.offline_answer(tiny, k, v, "How many objects are there?", max_new_tokens=6)
     assert isinstance(text, str)
 

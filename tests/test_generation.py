@@ -7,8 +7,9 @@ import torch
 
 import engine.config as C
 from engine import events as E
-from engine.generation import StreamConfig, StreamDecoder, perceive
+from engine.generation import StreamConfig, StreamDecoder
 from engine.model import Model
+from engine.perception import perceive
 from engine.tokenizer import train_tokenizer
 
 TEXTS = [

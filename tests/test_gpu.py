@@ -110,7 +110,7 @@ def test_graph_perception_equals_eager():
     """The live perception path (one CUDA graph per frame, on its own stream) computes what the
     eager vision tower + projector + K/V projections compute, frame after frame."""
     from engine.bundled import random_model
-    from engine.fast import GraphPerception
+    from engine.perception import GraphPerception
 
     model = random_model(device="cuda")
     p = next(model.parameters())
@@ -144,9 +144,8 @@ def test_fp8_vision_model_still_answers():
     pytest.importorskip("torchao", reason="FP8 vision goes through torchao")
     from engine.bundled import MODEL_DIR
     from engine.eval import harness as H
-    from engine.fast import GraphPerception
-    from engine.generation import perceive
     from engine.loading import load_model
+    from engine.perception import GraphPerception, perceive
 
     bf = load_model(MODEL_DIR, device="cuda")
     f8 = load_model(MODEL_DIR, device="cuda", quantize="fp8-vision")

@@ -29,9 +29,10 @@ from engine import cpustep
 from engine import events as E
 from engine import protocol as P
 from engine.decoder import Eager, rope_cos_sin, run_layers
-from engine.generation import StreamConfig, StreamDecoder, perceive
+from engine.generation import StreamConfig, StreamDecoder
 from engine.memory import KVCache
 from engine.model import Model
+from engine.perception import perceive
 
 N_NEW = 64
 ENCODE_BATCH = 32

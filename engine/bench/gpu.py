@@ -25,9 +25,10 @@ import torch
 
 from engine import attention
 from engine import config as C
-from engine.fast import GraphDecoder, GraphPerception
-from engine.generation import StreamConfig, StreamDecoder, perceive
+from engine.fast import GraphDecoder
+from engine.generation import StreamConfig, StreamDecoder
 from engine.model import Model
+from engine.perception import GraphPerception, perceive
 
 HBM_PEAK = {"H100": 3.35e12, "H200": 4.8e12}
 N_NEW = 128

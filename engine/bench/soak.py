@@ -77,7 +77,8 @@ def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_
     import torch
 
     from engine import events as E
-    from engine.generation import StreamConfig, StreamDecoder, perceive
+    from engine.generation import StreamConfig, StreamDecoder
+    from engine.perception import perceive
     from engine.preprocess import batch_pixels
 
     now = [0.0]

@@ -48,8 +48,8 @@ from engine import protocol as P
 from engine.decoding import Sampling, checkpoint_defaults
 from engine.eval.scoring import Results, Segment, Tally, Trace, score_record
 from engine.eval.text import first_sentence, matches, normalise
-from engine.generation import StreamConfig, StreamDecoder, perceive
-from engine.preprocess import batch_pixels
+from engine.generation import StreamConfig, StreamDecoder
+from engine.perception import perceive_images
 
 # Traces
 
@@ -71,17 +71,6 @@ def frames_of(record: dict, size: int, render_scale: float = 1.0) -> np.ndarray:
     if render_scale == 1.0:
         return frames_for_record(record, (size, size))
     return record_frames(record, int(record["meta"]["n_frames"]), size, render_scale)
-
-
-def perceive_frames(model, frames: np.ndarray, chunk: int = 32):
-    """(F, H, W, 3) uint8 -> raw K/V (F, Lx, N, KV, D) each, perceived in chunks."""
-    size = model.cfg.vision.image_size
-    ks, vs = [], []
-    for i in range(0, len(frames), chunk):
-        k, v = perceive(model, batch_pixels(list(frames[i : i + chunk]), size, model.cfg.video.resize))
-        ks.append(k)
-        vs.append(v)
-    return torch.cat(ks), torch.cat(vs)
 
 
 def replay(
@@ -107,7 +96,7 @@ def replay(
     tpf = int(tokens_per_frame or round(float(meta.get("tokens_per_second") or 150.0) / fps))
     if frames is None:
         frames = frames_of(record, model.cfg.vision.image_size)
-    k, v = perceive_frames(model, frames[:F])
+    k, v = perceive_images(model, frames[:F])
     clock = _SimClock()
     if sampling is None:
         sampling = checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode)
@@ -345,7 +334,7 @@ def score_offline_record(
     res = res if res is not None else Results()
     meta = record["meta"]
     frames = frames_of(record, model.cfg.vision.image_size, render_scale)[: int(meta["n_frames"])]
-    k, v = perceive_frames(model, frames)
+    k, v = perceive_images(model, frames)
     res.offline_records += 1
     for q in meta.get("questions", []):
         text = offline_answer(model, k, v, q["text"], max_new_tokens)
@@ -366,7 +355,7 @@ def score_offline_rt(
     meta = record["meta"]
     if frames is None:
         frames = frames_of(record, model.cfg.vision.image_size)
-    k, v = perceive_frames(model, frames[: int(meta["n_frames"])])
+    k, v = perceive_images(model, frames[: int(meta["n_frames"])])
     for q in meta.get("questions", []):
         answers = [s for s in q.get("speech", []) if s["type"] == "answer"]
         if q.get("answer_frame") is None or not answers or q["kind"] == "now":
@@ -522,7 +511,7 @@ def stream_answer(
     frame: the benchmark's clock stops at the question)."""
     if not frames:
         return ""
-    k, v = perceive_frames(model, np.stack(frames))
+    k, v = perceive_images(model, np.stack(frames))
     cfg = StreamConfig(system_prompt=system_prompt, memory_frames=memory_frames)
     dec = StreamDecoder(model, model.tokenizer, cfg, clock=_SimClock())
     for i in range(len(frames)):

@@ -1,0 +1,146 @@
+"""Perception: frames in, visual-memory entries out.
+
+The frame path, one step a function, in order:
+1. `engine.preprocess.batch_pixels`: a picture (H, W, 3 uint8 RGB) -> normalised pixels at the tower's
+   size (the reference processor's resize for real checkpoints, the fast one for the bundled model);
+2. `Model.encode_frames`: vision tower (engine.vision), pooling, projector -> cross-attention states;
+3. `Model.project_memory`: each cross-attention layer's keys and values of the frame, computed once;
+4. `VisualMemory.stage` (live) or `VisualMemory.commit_many` (offline): into the memory the generation
+   channel reads (the keys get RoPE and k_norm at the frame's text position when committed).
+
+`Perceiver` is what the session's perception thread calls for one live frame (steps 1-4, on its own CUDA
+stream, one CUDA graph per frame on a GPU); `perceive` is steps 2-3 for a batch (offline hand-over,
+evaluation, benchmarks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import weakref
+
+import numpy as np
+import torch
+
+from engine.model import Model
+from engine.preprocess import batch_pixels
+
+
+def perceive(model: Model, pixels: torch.Tensor, batch: int | None = None, compile: bool = False):
+    """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work.
+    `batch`: encode in chunks of this many frames (offline hand-over of many frames at once).
+    `compile`: through torch.compile (inductor fuses the tower's norms, GELU and residuals; the first
+    call of each batch shape compiles for a minute or so; falls back to eager if compilation fails).
+    Goes through the model's FP8 tower when it has one (`quantize_fp8_vision`)."""
+    encode = _compiled_encoder(model) if compile else functools.partial(model.encode_frames, fp8=True)
+    with torch.inference_mode():
+        if batch is None or len(pixels) <= batch:
+            return model.project_memory(encode(pixels))
+        parts = [model.project_memory(encode(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
+        return torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
+
+
+def perceive_images(model: Model, images, chunk: int = 32):
+    """Pictures (H, W, 3 uint8 RGB) -> raw memory K/V (F, Lx, N, KV, D) each: steps 1-3, `chunk`
+    pictures at a time (pixels of a long video at 560 px would not fit at once)."""
+    size, resize = model.cfg.vision.image_size, model.cfg.video.resize
+    ks, vs = [], []
+    for i in range(0, len(images), chunk):
+        k, v = perceive(model, batch_pixels(list(images[i : i + chunk]), size, resize))
+        ks.append(k)
+        vs.append(v)
+    return torch.cat(ks), torch.cat(vs)
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled encoder
+
+
+def _compiled_encoder(model: Model):
+    fn = _COMPILED.get(model)
+    if fn is None:
+        eager = functools.partial(model.encode_frames, fp8=True)
+        compiled = torch.compile(eager, dynamic=False)
+
+        def fn(px):
+            nonlocal compiled
+            try:
+                return compiled(px)
+            except Exception as e:  # a compiler problem must not stop perception
+                print(f"torch.compile of the vision tower failed ({type(e).__name__}: {e}); eager used")
+                compiled = eager
+                return compiled(px)
+
+        _COMPILED[model] = fn
+    return fn
+
+
+class GraphPerception:
+    """Perceive one frame (vision tower, projector, the cross-attention K/V projections) with fixed
+    shapes, replayed as a CUDA graph; eager elsewhere.
+
+    Why: one live frame through ViT-H is ~800 small kernels; launched one by one from Python the
+    perception thread is launch-bound (about twice the GPU time). Captured once, a frame is one
+    launch. Call it from the thread and stream that perceive; the returned K/V are static buffers,
+    overwritten by the next call: copy them out (VisualMemory.stage) before perceiving again."""
+
+    def __init__(self, model: Model, device, dtype, use_graph: bool | None = None):
+        self.model = model
+        S = model.cfg.vision.image_size
+        self.px = torch.zeros(1, 3, S, S, device=device, dtype=dtype)
+        self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
+        self.graph = None
+        self.out = None
+
+    def _run(self, px):
+        return self.model.project_memory(self.model.encode_frames(px))
+
+    @torch.inference_mode()
+    def capture(self):
+        for _ in range(2):  # warm-up (cuDNN/cuBLAS plans, allocator) on the caller's stream
+            self._run(self.px)
+        torch.cuda.current_stream().synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: the generation thread keeps launching (and may capture) meanwhile
+        cur = torch.cuda.current_stream()
+        side = None if cur == torch.cuda.default_stream() else cur  # never capture on the legacy stream
+        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
+            self.out = self._run(self.px)
+
+    @torch.inference_mode()
+    def __call__(self, px: torch.Tensor):
+        """px (1, 3, S, S) normalised pixels (any device) -> k, v each (1, Lx, N, KV, D)."""
+        if not self.use_graph:
+            return self._run(px.to(self.px.device, self.px.dtype))
+        self.px.copy_(px, non_blocking=True)
+        if self.graph is None:
+            try:
+                self.capture()
+            except RuntimeError as e:  # e.g. an op that cannot be captured: perceive eagerly instead
+                print(f"CUDA graph capture of perception failed ({e}); perceiving eagerly")
+                self.graph, self.use_graph = None, False
+                return self._run(self.px)
+        self.graph.replay()
+        return self.out
+
+
+class Perceiver:
+    """The live frame path for one visual memory: a picture in, its K/V staged into a free slot.
+    Runs on the caller's thread (the session's perception thread) and, on a GPU, its own CUDA stream,
+    so perception never waits for generation."""
+
+    def __init__(self, model: Model, memory):
+        self.model, self.memory = model, memory
+        self.size, self.resize = model.cfg.vision.image_size, model.cfg.video.resize
+        self.stream = torch.cuda.Stream() if memory.k.is_cuda else None
+        # a CUDA graph on GPU, eager on CPU
+        self.encode = GraphPerception(model, memory.k.device, memory.stage_k.dtype)
+
+    def stage(self, slot: int, image: np.ndarray) -> None:
+        """Perceive `image` into staging slot `slot` of the memory (committed later by the decoder)."""
+        with (
+            torch.inference_mode(),
+            torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext(),
+        ):
+            # the upload is enqueued on the perception stream too, so the encoder reads it in order
+            k, v = self.encode(batch_pixels([image], self.size, self.resize))
+            self.memory.stage(slot, k[0], v[0])
