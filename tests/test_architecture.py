@@ -83,3 +83,14 @@ def test_the_engine_imports_nothing_from_the_app():
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_of_the_app_or_engine_is_over_600_lines():
+    """A newcomer reads a module whole: long files get split along their seams."""
+    long = {
+        str(p.relative_to(ROOT)): n
+        for pkg in ("engine", "app")
+        for p in (ROOT / pkg).rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert not long, long

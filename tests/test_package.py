@@ -19,7 +19,7 @@ sys.meta_path.insert(0, Block())
 import engine
 mods = ["engine.model", "engine.loading", "engine.generation", "engine.session", "engine.sources",
         "engine.transcript", "engine.fast", "engine.data.world", "engine.data.synth", "engine.data.loader",
-        "engine.train.loop", "engine.eval.harness", "engine.bench.gpu", "engine.bench.cpu", "engine.bundled"]
+        "engine.train.loop", "engine.eval.harness", "engine.bench.gpu", "engine.bench.baselines", "engine.bench.cpu", "engine.bundled"]
 for m in mods:
     importlib = __import__("importlib")
     importlib.import_module(m)

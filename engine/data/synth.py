@@ -102,8 +102,9 @@ from engine.data.layout import (
     time_info,
 )
 from engine.data.plans import PLANNERS, Plan, Speech, _pick, _plan_order, _Scene
+from engine.data.render import write_video
 from engine.data.rewrite import OpenAIRewriter, Rewriter, _rewrite_plan
-from engine.data.world import Video, WorldConfig, make_video, write_video
+from engine.data.world import Video, WorldConfig, make_video
 from engine.protocol import VIDEO
 
 

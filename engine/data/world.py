@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from engine.data import render as R
+from engine.data.render import display_rects, draw_display, draw_shape, render_background
+
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLOURS = {  # RGB; saturated or extreme so that each stays distinct over the muted backgrounds
     "red": (225, 35, 35),
@@ -125,46 +128,6 @@ class Background:
     grid: np.ndarray = field(repr=False)  # (6, 6, 3) low-frequency texture in [-1, 1]
 
 
-# Display geometry in units of min(H, W).
-_DIGIT_W, _DIGIT_H, _STROKE, _GAP, _PAD, _MARGIN = 0.08, 0.15, 0.026, 0.022, 0.022, 0.03
-_SEGMENTS = {  # which of the segments a..g are lit
-    0: "abcdef", 1: "bc", 2: "abged", 3: "abgcd", 4: "fgbc",
-    5: "afgcd", 6: "afgedc", 7: "abc", 8: "abcdefg", 9: "abcdfg",
-}  # fmt: skip
-
-
-def _unit_polygons() -> dict[str, np.ndarray]:
-    """Shapes as polygons of unit half-extent; areas roughly matched so size reads the same."""
-    polys = {"square": np.array([[-0.78, -0.78], [0.78, -0.78], [0.78, 0.78], [-0.78, 0.78]])}
-    a = np.deg2rad([-90, 30, 150])
-    polys["triangle"] = np.stack([1.08 * np.cos(a), 1.08 * np.sin(a) + 0.12], 1)
-    a = np.deg2rad(np.arange(10) * 36 - 90)
-    rad = np.where(np.arange(10) % 2 == 0, 1.08, 0.46)
-    polys["star"] = np.stack([rad * np.cos(a), rad * np.sin(a)], 1)
-    w, l = 0.32, 0.92
-    polys["cross"] = np.array(
-        [
-            [-w, -l],
-            [w, -l],
-            [w, -w],
-            [l, -w],
-            [l, w],
-            [w, w],
-            [w, l],
-            [-w, l],
-            [-w, w],
-            [-l, w],
-            [-l, -w],
-            [-w, -w],
-        ]
-    )
-    return {k: v.astype(np.float32) for k, v in polys.items()}
-
-
-_POLYS = _unit_polygons()
-_CIRCLE_R = 0.9
-
-
 @dataclass
 class _Body:
     """Mutable simulation state of one object; never leaves this module."""
@@ -232,9 +195,9 @@ class Video:
         img = c["bg"][m + dy : m + dy + H, m + dx : m + dx + W].copy()
         st = self.states[i]
         for o in st.objects:
-            _draw_shape(img, o.shape, o.x * W + dx, o.y * H + dy, SIZES[o.size] * s, COLOURS[o.colour])
+            draw_shape(img, o.shape, o.x * W + dx, o.y * H + dy, SIZES[o.size] * s, COLOURS[o.colour])
         if self.display is not None and st.display is not None:
-            _draw_display(img, c, self.display, st.display, 16 * dx, 16 * dy)
+            draw_display(img, c, self.display, st.display, 16 * dx, 16 * dy)
         ox, oy = self.noise_offsets[i]
         # Saturating uint8 add/subtract of a precomputed noise bank: ~20x cheaper than drawing fresh
         # Gaussian noise per frame, and still different on every frame.
@@ -256,12 +219,12 @@ class Video:
             noise = rng.normal(0.0, self.noise_std, (H + _NOISE_PAD, W + _NOISE_PAD, 3))
             c = {
                 "margin": margin,
-                "bg": _render_background(self.background, H, W, margin),
+                "bg": render_background(self.background, H, W, margin),
                 "npos": np.clip(noise, 0, 255).astype(np.uint8),
                 "nneg": np.clip(-noise, 0, 255).astype(np.uint8),
             }
             if self.display is not None:
-                c["panel"], c["digits"] = _display_rects(self.display, H, W)
+                c["panel"], c["digits"] = display_rects(self.display, H, W)
                 # Below ~128 px a dim unlit segment is one grey pixel that blurs the digit: hide it.
                 c["unlit"] = _UNLIT if s >= 128 else (16, 16, 16)
             if len(self._cache) > 8:  # a video is rendered at few sizes; bound it anyway
@@ -348,10 +311,10 @@ def _simulate(seed: int, duration_s: int, config: WorldConfig) -> Video:
 def _sample_display(rng: np.random.Generator) -> Display:
     corner = str(rng.choice(["top left", "top right", "bottom left", "bottom right"]))
     n_digits = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
-    w = 2 * _PAD + n_digits * _DIGIT_W + (n_digits - 1) * _GAP
-    h = 2 * _PAD + _DIGIT_H
-    x0 = _MARGIN if "left" in corner else 1 - _MARGIN - w
-    y0 = _MARGIN if "top" in corner else 1 - _MARGIN - h
+    w = 2 * R.PAD + n_digits * R.DIGIT_W + (n_digits - 1) * R.GAP
+    h = 2 * R.PAD + R.DIGIT_H
+    x0 = R.MARGIN if "left" in corner else 1 - R.MARGIN - w
+    y0 = R.MARGIN if "top" in corner else 1 - R.MARGIN - h
     led = _LED[int(rng.integers(len(_LED)))]
     return Display(corner, n_digits, led, (x0, y0, x0 + w, y0 + h))
 
@@ -588,100 +551,6 @@ def _bounce_off_display(b: _Body, display: Display | None) -> None:
         side = 1.0 if dy > 0 or (dy == 0 and b.y > (y0 + y1) / 2) else -1.0
         b.y = (y1 if side > 0 else y0) + side * b.r
         b.vy = side * abs(b.vy)
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
-
-def _render_background(bg: Background, H: int, W: int, margin: int) -> np.ndarray:
-    """The textured background with a margin for camera shake; defined in units of min(H, W) so it
-    looks the same at every size."""
-    s = min(H, W)
-    h, w = H + 2 * margin, W + 2 * margin
-    x = ((np.arange(w, dtype=np.float32) - margin) / s)[None, :]
-    y = ((np.arange(h, dtype=np.float32) - margin) / s)[:, None]
-    blobs = cv2.resize(bg.grid, (w, h), interpolation=cv2.INTER_CUBIC)  # (h, w, 3)
-    u = x * math.cos(bg.angle) + y * math.sin(bg.angle)
-    if bg.kind == "stripes":
-        pattern = np.sin(2 * math.pi * u / bg.period)
-    elif bg.kind == "checker":
-        pattern = ((np.floor(x / bg.period) + np.floor(y / bg.period)) % 2) * 2 - 1
-    elif bg.kind == "gradient":
-        pattern = np.clip(u - 0.5, -1, 1) * 1.5
-    else:
-        pattern = np.zeros((h, w), np.float32)
-    img = np.asarray(bg.base, np.float32) + 0.6 * bg.amp * blobs
-    img = img + bg.amp * pattern[..., None] * (0.5 + 0.5 * np.asarray(bg.tint, np.float32))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _draw_shape(img: np.ndarray, shape: str, cx: float, cy: float, r: float, colour) -> None:
-    # Coordinates carry 4 fractional bits (shift=4): sub-pixel motion stays visible at 64x64.
-    if shape == "circle":
-        centre = (int(round(cx * 16)), int(round(cy * 16)))
-        cv2.circle(img, centre, int(round(_CIRCLE_R * r * 16)), colour, -1, cv2.LINE_AA, 4)
-        return
-    pts = (_POLYS[shape] * (r * 16) + (cx * 16, cy * 16)).astype(np.int32)
-    cv2.fillPoly(img, [pts], colour, cv2.LINE_AA, 4)
-
-
-def _display_rects(d: Display, H: int, W: int) -> tuple[tuple, list[dict[str, tuple]]]:
-    """Panel and segment rectangles in 1/16 pixel, computed once per frame size."""
-    s = min(H, W)
-    w = (2 * _PAD + d.n_digits * _DIGIT_W + (d.n_digits - 1) * _GAP) * s
-    h = (2 * _PAD + _DIGIT_H) * s
-    x0 = _MARGIN * W if "left" in d.corner else W - _MARGIN * W - w
-    y0 = _MARGIN * H if "top" in d.corner else H - _MARGIN * H - h
-
-    def r16(a, b, c, e):
-        return (int(a * 16), int(b * 16)), (int(c * 16), int(e * 16))
-
-    dw, dh, th = _DIGIT_W * s, _DIGIT_H * s, max(_STROKE * s, 1.0)
-    digits = []
-    for i in range(d.n_digits):
-        x = x0 + (_PAD + i * (_DIGIT_W + _GAP)) * s
-        y = y0 + _PAD * s
-        digits.append(
-            {
-                "a": r16(x + th, y, x + dw - th, y + th),
-                "b": r16(x + dw - th, y + th, x + dw, y + dh / 2),
-                "c": r16(x + dw - th, y + dh / 2, x + dw, y + dh - th),
-                "d": r16(x + th, y + dh - th, x + dw - th, y + dh),
-                "e": r16(x, y + dh / 2, x + th, y + dh - th),
-                "f": r16(x, y + th, x + th, y + dh / 2),
-                "g": r16(x + th, y + dh / 2 - th / 2, x + dw - th, y + dh / 2 + th / 2),
-            }
-        )
-    return r16(x0, y0, x0 + w, y0 + h), digits
-
-
-def _draw_display(img, cache: dict, d: Display, value: int, ox: int, oy: int) -> None:
-    (a, b), (c, e) = cache["panel"]
-    cv2.rectangle(img, (a + ox, b + oy), (c + ox, e + oy), (16, 16, 16), -1, cv2.LINE_8, 4)
-    cv2.rectangle(img, (a + ox, b + oy), (c + ox, e + oy), (110, 110, 110), 1, cv2.LINE_8, 4)
-    text = str(value).rjust(d.n_digits)  # right-aligned, no leading zeros
-    for ch, segs in zip(text, cache["digits"], strict=True):
-        lit = _SEGMENTS[int(ch)] if ch != " " else ""
-        for name, ((p, q), (u, v)) in segs.items():
-            colour = d.led if name in lit else cache["unlit"]
-            cv2.rectangle(img, (p + ox, q + oy), (u + ox, v + oy), colour, -1, cv2.LINE_8, 4)
-
-
-def write_video(
-    video: Video, path: str, size: int | tuple[int, int] = (360, 640), fps: float | None = None
-) -> None:
-    """Write the video as an mp4 ('mp4v'), for the demo and for file-based loaders."""
-    H, W = (size, size) if isinstance(size, int) else size
-    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-    writer = cv2.VideoWriter(str(path), fourcc, float(fps or video.fps), (W, H))
-    if not writer.isOpened():
-        raise OSError(f"cannot open {path} for writing an mp4 video")
-    try:
-        for i in range(video.n_frames):
-            writer.write(cv2.cvtColor(video.render(i, (H, W)), cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
 
 
 def bench(sizes=((64, 64), (224, 224), (560, 560), (720, 1280)), n_videos: int = 12) -> None:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from engine.data.captions import describe_state, position_name, world_captions
-from engine.data.world import COLOURS, SIZES, WorldConfig, make_video, write_video
+from engine.data.render import write_video
+from engine.data.world import COLOURS, SIZES, WorldConfig, make_video
 
 SEEDS = range(40)
 
