@@ -383,7 +383,7 @@ def run_headless(args) -> int:
     import signal
 
     from engine import events as E
-    from engine.loading import LoadError, load_model
+    from engine.loading import LoadError, load_checkpoint
     from engine.session import Session, SessionConfig
 
     asks = args.ask or ([parse_ask(q) for q in DEMO_QUESTIONS] if args.source == "demo" else [])
@@ -404,7 +404,7 @@ def run_headless(args) -> int:
 
             args.model = str(MODEL_DIR)
         if args.model:
-            model = load_model(
+            ckpt = load_checkpoint(
                 args.model,
                 device=args.device,
                 dtype=args.dtype,
@@ -412,11 +412,10 @@ def run_headless(args) -> int:
                 quantize="int8" if args.int8 else None,
                 mode=args.mode,
             )
-            model.trained = True
         else:
-            from engine.bundled import load_default_model
+            from engine.bundled import load_default_checkpoint
 
-            model = load_default_model(device=args.device, dtype=args.dtype)
+            ckpt = load_default_checkpoint(device=args.device, dtype=args.dtype)
     except LoadError as e:
         say(f"error: {printable(str(e))}")
         return 2
@@ -434,7 +433,7 @@ def run_headless(args) -> int:
         seed=args.seed,
     )
     try:
-        session = Session(model, config=cfg)
+        session = Session(ckpt, config=cfg)
     except ValueError as e:
         say(f"error: {e}")
         return 2

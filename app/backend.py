@@ -2,7 +2,7 @@
 
 Owns what the window may call on a session (`SessionLike`), what a backend must offer (`Backend`:
 `load` in a worker thread, `new_session` in the GUI thread), and `EngineBackend`, the adapter to the
-real runtime (engine.load_model / engine.bundled / engine.session). The model object is an opaque
+real runtime (engine.loading.load_checkpoint / engine.bundled / engine.session). The model object is an opaque
 handle here: the app never looks inside it (no tensors in app/). Download progress from the hub is
 turned into (fraction, "12.3 MB/s, ETA 0:42") reports through a tqdm subclass, because tqdm's class
 is what huggingface_hub accepts. It knows nothing of Qt.
@@ -40,7 +40,7 @@ class SessionLike(Protocol):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    handle: Any  # the engine's model object, opaque to the app
+    handle: Any  # the engine's Checkpoint, opaque to the app
     name: str  # what to show: "bundled model", a folder, a hub id
     device: str
     trained: bool = True
@@ -81,15 +81,15 @@ class EngineBackend:
         try:
             if not settings.model:
                 report(-1.0, f"Loading the bundled model on {device}…")
-                from engine.bundled import load_default_model
+                from engine.bundled import load_default_checkpoint
 
-                handle = load_default_model(device=device, dtype=dtype, quantize=quantize)
-                name = "bundled model" if getattr(handle, "trained", True) else "untrained stand-in model"
+                handle = load_default_checkpoint(device=device, dtype=dtype, quantize=quantize)
+                name = "bundled model" if handle.trained else "untrained stand-in model"
             else:
                 report(-1.0, f"Loading {settings.model} on {device}…")
-                from engine.loading import load_model
+                from engine.loading import load_checkpoint
 
-                handle = load_model(
+                handle = load_checkpoint(
                     settings.model,
                     device=device,
                     dtype=dtype,
@@ -98,14 +98,13 @@ class EngineBackend:
                     quantize=quantize,
                     mode=None if settings.mode == "auto" else settings.mode,
                 )
-                handle.trained = getattr(handle, "trained", True)
                 name = settings.model
         except LoadError as e:
             raise LoadFailed(str(e)) from None
         except (OSError, RuntimeError, ValueError) as e:  # e.g. CUDA missing, out of memory, bad dtype
             raise LoadFailed(f"The model could not be loaded on {device}: {e}") from None
         report(1.0, f"Model ready on {device}.")
-        return LoadedModel(handle, name, device, bool(getattr(handle, "trained", True)))
+        return LoadedModel(handle, name, device, handle.trained)
 
     def new_session(self, model: LoadedModel, settings: Settings, transcript_dir: Path | None) -> SessionLike:
         from engine.session import Session, SessionConfig

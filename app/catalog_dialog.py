@@ -15,7 +15,7 @@ from app.hardware import KNOWN_MODELS, Hardware, ModelNeed, fits
 from app.qt import Qt, QtWidgets
 from app.workers import Task
 
-ALLOW = ["*.json", "*.safetensors", "tokenizer*"]  # what load_model reads; no code, no pickles
+ALLOW = ["*.json", "*.safetensors", "tokenizer*"]  # what load_checkpoint reads; no code, no pickles
 
 
 def needs_text(need: ModelNeed) -> str:

@@ -146,10 +146,21 @@ def _light_palette() -> QtGui.QPalette:
     return p
 
 
+_SYSTEM_PALETTE: dict[int, QtGui.QPalette] = {}  # id(app) -> the desktop's palette, before ours
+
+
+def set_system_palette(app: QtWidgets.QApplication, palette: QtGui.QPalette | None) -> None:
+    """What "system" means for `app` (None: what Qt reports when apply_look first runs); tests set a
+    dark or light desktop this way."""
+    if palette is None:
+        _SYSTEM_PALETTE.pop(id(app), None)
+    else:
+        _SYSTEM_PALETTE[id(app)] = palette
+
+
 def apply_look(app: QtWidgets.QApplication, theme: str, font_size: int) -> None:
     """Theme ("system", "light", "dark") and base font size for the whole app."""
-    if not hasattr(app, "_system_palette"):
-        app._system_palette = QtGui.QPalette(app.palette())  # type: ignore[attr-defined]
+    system = _SYSTEM_PALETTE.setdefault(id(app), QtGui.QPalette(app.palette()))
     if theme == "dark":
         app.setStyle("Fusion")
         app.setPalette(_dark_palette())
@@ -157,7 +168,7 @@ def apply_look(app: QtWidgets.QApplication, theme: str, font_size: int) -> None:
         app.setStyle("Fusion")
         app.setPalette(_light_palette())
     else:
-        app.setPalette(app._system_palette)  # type: ignore[attr-defined]
+        app.setPalette(system)
     font = app.font()
     font.setPointSize(font_size)
     app.setFont(font)

@@ -116,14 +116,14 @@ def make_screenshot(
         w.start_source(spec)
         run_until(app, lambda: w.video.frames_seen >= 2, 20)
         w.input.setText(question)
-        w._send_typed()
+        w.send_typed()
         if real:  # the bundled model on the demo scene: a count, revised when an object leaves
             run_until(app, lambda: w.video.frames_seen >= 9, 30)
             w.input.setText("What number does the display show?")
-            w._send_typed()
+            w.send_typed()
             run_until(app, lambda: w.video.frames_seen >= 14, 30)
             w.input.setText("Tell me when a black star appears.")
-            w._send_typed()
+            w.send_typed()
             # the black star enters at 0:18; wait for the answer to the watch request (the 4th answer)
             run_until(
                 app, lambda: w.video.frames_seen >= 20 and len(w.log.answers) >= 4 and not w.log.speaking, 30

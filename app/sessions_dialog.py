@@ -97,7 +97,7 @@ class SessionsDialog(QtWidgets.QDialog):
         want = self.search.text().strip().lower()
         self.list.clear()
         if self._infos is None:
-            self._infos = self.window._past_sessions()
+            self._infos = self.window.past_sessions()
         for info in self._infos:
             name = names.get(info.id, "")
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started_at))

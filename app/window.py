@@ -145,8 +145,8 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
         self.input.setObjectName("question")
         self.input.setPlaceholderText("Ask about what the model sees (Enter sends, Esc stops the answer)")
         self.input.setAccessibleName("Question")
-        self.input.returnPressed.connect(self._send_typed)
-        self.send_btn = self._button("Send", "Send the question", self._send_typed)
+        self.input.returnPressed.connect(self.send_typed)
+        self.send_btn = self._button("Send", "Send the question", self.send_typed)
         self.mic_btn = QtWidgets.QToolButton()
         self.mic_btn.setText("Talk")
         self.mic_btn.setAccessibleName("Hold to talk")
@@ -392,7 +392,7 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
         self.session.ask(text)
         return True
 
-    def _send_typed(self) -> None:
+    def send_typed(self) -> None:
         if self.ask(self.input.text()):
             self.input.clear()
 

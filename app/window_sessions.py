@@ -15,11 +15,11 @@ from app.sessions_dialog import EXPORTS, SessionsDialog, load_names
 
 class SessionHistory:
     def _note_past_sessions(self) -> None:
-        n = len(self._past_sessions())
+        n = len(self.past_sessions())
         if n:
             self.log.add_note(f"{n} past session{'s' if n != 1 else ''}: see the Sessions menu.")
 
-    def _past_sessions(self) -> list[Any]:
+    def past_sessions(self) -> list[Any]:
         try:
             from engine.transcript import list_sessions
 
@@ -30,7 +30,7 @@ class SessionHistory:
     def _fill_sessions_menu(self) -> None:
         m = self.sessions_menu
         m.clear()
-        infos = self._past_sessions()
+        infos = self.past_sessions()
         names = load_names(self.paths.sessions)
         if not infos:
             a = m.addAction("No past sessions yet")

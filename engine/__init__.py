@@ -11,6 +11,8 @@ from typing import Any
 
 _LAZY = {
     "load_model": "engine.loading",
+    "load_checkpoint": "engine.loading",
+    "Checkpoint": "engine.checkpoint",
     "save_model": "engine.loading",
     "LoadError": "engine.loading",
     "ModelConfig": "engine.config",

@@ -1,6 +1,6 @@
 """The embedded default model and demo video shipped in assets/.
 
-`load_default_model()` loads assets/model (our small model of the reference architecture, trained on
+`load_default_checkpoint()` loads assets/model (our small model of the reference architecture, trained on
 procedurally generated videos). If it is not there (a checkout before the trained model landed), it
 builds a tiny *random* model of the same architecture so the app still runs end to end, and marks it
 `trained = False` so the app can say so plainly. It knows nothing of Qt.
@@ -20,23 +20,23 @@ def bundled_model_available() -> bool:
     return (MODEL_DIR / "config.json").exists()
 
 
-def load_default_model(device: str = "cpu", dtype=None, quantize: str | None = None):
-    """The bundled trained model, or an untrained random stand-in (model.trained is False)."""
-    from engine.loading import check_device, load_model
+def load_default_checkpoint(device: str = "cpu", dtype=None, quantize: str | None = None):
+    """The bundled trained model's Checkpoint, or an untrained random stand-in (.trained is False)."""
+    from engine.loading import check_device, load_checkpoint
 
     if bundled_model_available():
-        m = load_model(MODEL_DIR, device=device, dtype=dtype, quantize=quantize)
-        m.trained = True
-        return m
-    return random_model(check_device(device))
+        return load_checkpoint(MODEL_DIR, device=device, dtype=dtype, quantize=quantize)
+    return random_checkpoint(check_device(device))
 
 
-def random_model(device: str = "cpu", seed: int = 0):
+def random_checkpoint(device: str = "cpu", seed: int = 0):
+    """An untrained tiny model of the architecture with a small tokenizer, as a Checkpoint."""
     import tempfile
 
     import torch
 
     from engine import protocol as P
+    from engine.checkpoint import in_memory
     from engine.config import tiny
     from engine.model import Model
     from engine.tokenizer import train_tokenizer
@@ -46,8 +46,7 @@ def random_model(device: str = "cpu", seed: int = 0):
         tok = train_tokenizer([words, P.REALTIME_SYSTEM_PROMPT] * 4, 400, Path(d) / "tokenizer.json")
     torch.manual_seed(seed)
     m = Model(tiny("moss", image_token_id=tok.image_id, vocab_size=tok.vocab_size)).eval().to(device)
-    m.tokenizer, m.trained, m.source = tok, False, "random (no trained model bundled)"
-    return m
+    return in_memory(m, tok, "random (no trained model bundled)", trained=False)
 
 
 def display_name(source: str) -> str:

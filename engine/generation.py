@@ -168,9 +168,26 @@ class StreamDecoder:
         self.logits = None
         return [ev, E.Silence(t, self.turn, self.frames_seen - 1)]
 
+    def end_speech(self) -> list[E.Event]:
+        """The stream ends mid-answer: close the segment in progress (interrupted)."""
+        return [self._end_segment(self.clock(), interrupted=True)] if self.speaking else []
+
     def flush(self) -> None:
         """Run what is pending through the model now (commits staged frames)."""
         self._flush()
+
+    def append(self, tokens: list[int]) -> None:
+        """Tokens enter the stream as they are (run by the next flush or step): a benchmark forcing
+        the model's choices, or a replay of a recorded stream."""
+        self.pending += tokens
+
+    def load_prompt(self, ids: list[int], frames: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
+        """Start over from a prepared prompt: `ids` whole, with `frames` (index of its <|image|> in
+        ids, raw k, raw v) (the offline format: every frame before the question)."""
+        self.reset()
+        self.pending = list(ids)
+        self.pending_frames = list(frames)
+        self.frames_seen = len(frames)
 
     # ---- decoding --------------------------------------------------------------------------------
     def step(self) -> list[E.Event]:
@@ -253,10 +270,20 @@ class StreamDecoder:
         compacted = self.length > self.cfg.max_context
         if compacted:
             self._compact()
+        self.commit_frames()
+        start, chunk = len(self.ids), self.pending
+        self.pending = []
+        self.logits = self._forward(chunk, start)
+        self.ids += chunk
+        if compacted:
+            _trim_heap()
+
+    @torch.inference_mode()
+    def commit_frames(self) -> None:
+        """Commit the frames waiting in the stream to the visual memory at their text positions (the
+        first half of `flush`; the text is run by the flush that follows)."""
         start = len(self.ids)
-        chunk = self.pending
-        frames = self.pending_frames
-        self.pending, self.pending_frames = [], []
+        frames, self.pending_frames = self.pending_frames, []
         run: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # consecutive tensor frames: one batch
         for i, k, v in frames:
             pos = start + i
@@ -267,10 +294,6 @@ class StreamDecoder:
             else:
                 run.append((pos, k, v))
         self._commit_run(run)
-        self.logits = self._forward(chunk, start)
-        self.ids += chunk
-        if compacted:
-            _trim_heap()
 
     def _commit_run(self, run: list) -> None:
         if run:

@@ -20,11 +20,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from engine.checkpoint import Checkpoint, Origin
 from engine.config import ConfigError, ModelConfig
 from engine.decoder import rope_inv_freq
 from engine.decoding import DecodingError, read_generation_config
 from engine.files import MB, FileProblem, check_bounded, read_bounded
 from engine.model import Model
+from engine.perception import forget_compiled_encoder
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -189,7 +191,12 @@ def read_state(files: list[Path], device: str | torch.device = "cpu") -> dict[st
     return state
 
 
-def load_model(
+def load_model(path: str | os.PathLike, **kw) -> Model:
+    """The network of a checkpoint only (`load_checkpoint(...).model`): training and tests."""
+    return load_checkpoint(path, **kw).model
+
+
+def load_checkpoint(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
@@ -198,8 +205,9 @@ def load_model(
     progress: Callable | None = None,
     video: dict | None = None,
     quantize: str | None = None,
-) -> Model:
-    """Load a checkpoint folder or hub id. Returns a Model in eval mode with `.tokenizer` (or None).
+) -> Checkpoint:
+    """Load a checkpoint folder or hub id -> Checkpoint: the Model in eval mode, its tokenizer (or
+    None), generation settings and origin (engine.checkpoint).
 
     dtype: None keeps float32 on CPU and bfloat16 on CUDA. mode: force "moss" or "stock" (None: what
     config.json says, `engine.config.detect_mode`). generation_config.json, when present, becomes
@@ -232,7 +240,7 @@ def load_model(
         state = read_state(weight_files(folder), device="cpu" if on_cpu_first else device)
         with torch.device("meta"):
             model = Model(cfg)
-        check_state(model, state)
+        ignored = check_state(model, state)
         for k, v in state.items():
             if not v.is_floating_point():
                 raise LoadError(
@@ -253,14 +261,21 @@ def load_model(
             f"Out of memory while loading {path} on {device}: use a smaller dtype (bfloat16) or the CPU."
         ) from None
     model.eval()
-    model.tokenizer = _load_tokenizer(folder, cfg)
-    model.generation = _load_generation(folder)
+    tokenizer = _load_tokenizer(folder, cfg)
+    generation = _load_generation(folder)
     try:
-        model.generation_config = read_generation_config(folder)
+        generation_config = read_generation_config(folder)
     except DecodingError as e:
         raise LoadError(str(e)) from None
-    model.source = str(path)
-    return model
+    return Checkpoint(
+        model,
+        tokenizer,
+        Origin.of(str(path), folder),
+        generation=generation,
+        generation_config=generation_config,
+        quantized="+".join(q for q in QUANTIZATIONS if q in quant) or None,
+        ignored_keys=tuple(ignored),
+    )
 
 
 QUANTIZATIONS = ("int8", "fp8-vision")
@@ -308,7 +323,7 @@ def quantize_fp8_vision(model: Model) -> None:
     parts = copy.deepcopy(torch.nn.ModuleList([model.vision_model, model.multi_modal_projector])).eval()
     quantize_(parts, fp8, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
     model.fp8_vision = (parts[0], parts[1])
-    model.__dict__.pop("_compiled_encode", None)  # a compiled tower without the FP8 copy
+    forget_compiled_encoder(model)  # a compiled tower without the FP8 copy
 
 
 def quantize_int8(model: Model, device) -> None:
@@ -325,10 +340,11 @@ def quantize_int8(model: Model, device) -> None:
                 q, scale = quantize_rows(mod.weight.to(device))
                 mod.weight = None
                 mod.qweight, mod.qscale, mod.int8 = q, scale, True
-    model.quantized = "int8"
 
 
-def check_state(model: Model, state: dict[str, torch.Tensor]) -> None:
+def check_state(model: Model, state: dict[str, torch.Tensor]) -> list[str]:
+    """LoadError unless `state` holds every weight of `model` in its shape; removes (and returns) the
+    names of weights the model does not use."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state]
     if missing:
@@ -341,7 +357,7 @@ def check_state(model: Model, state: dict[str, torch.Tensor]) -> None:
     extra = [k for k in state if k not in expected]
     for k in extra:  # tolerated (e.g. rotary buffers of older exports), but removed
         del state[k]
-    model.ignored_keys = extra
+    return extra
 
 
 def _load_generation(folder: Path) -> dict:
@@ -389,8 +405,23 @@ def _load_tokenizer(folder: Path, cfg: ModelConfig):
     return tok
 
 
-def save_model(model: Model, folder: str | os.PathLike, tokenizer=None, max_shard_mb: float = 15.0) -> Path:
-    """Write config.json, safetensors (sharded above max_shard_mb) and tokenizer.json."""
+def save_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, max_shard_mb: float = 15.0) -> Path:
+    """Write a Checkpoint as a folder that load_checkpoint reads back."""
+    return save_model(
+        ckpt.model, folder, ckpt.tokenizer, max_shard_mb, ckpt.generation, ckpt.generation_config
+    )
+
+
+def save_model(
+    model: Model,
+    folder: str | os.PathLike,
+    tokenizer=None,
+    max_shard_mb: float = 15.0,
+    generation: dict | None = None,
+    generation_config: dict | None = None,
+) -> Path:
+    """Write config.json, safetensors (sharded above max_shard_mb), tokenizer.json and, when given,
+    generation.json and generation_config.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(model.cfg.to_hf_dict(), indent=2) + "\n")
@@ -418,13 +449,10 @@ def save_model(model: Model, folder: str | os.PathLike, tokenizer=None, max_shar
         total = sum(v.numel() * v.element_size() for v in state.values())
         idx = {"metadata": {"total_size": total}, "weight_map": wm}
         (folder / "model.safetensors.index.json").write_text(json.dumps(idx, indent=2) + "\n")
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is not None:
-        tok.save(folder / "tokenizer.json")
-    gen = getattr(model, "generation", None)
-    if gen:
-        (folder / "generation.json").write_text(json.dumps(gen, indent=2) + "\n")
-    gen_config = getattr(model, "generation_config", None)
-    if gen_config:
-        (folder / "generation_config.json").write_text(json.dumps(gen_config, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(folder / "tokenizer.json")
+    if generation:
+        (folder / "generation.json").write_text(json.dumps(generation, indent=2) + "\n")
+    if generation_config:
+        (folder / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
     return folder

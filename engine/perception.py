@@ -74,6 +74,11 @@ def _compiled_encoder(model: Model):
     return fn
 
 
+def forget_compiled_encoder(model: Model) -> None:
+    """Drop the model's compiled encoder (its tower changed: quantize_fp8_vision)."""
+    _COMPILED.pop(model, None)
+
+
 class GraphPerception:
     """Perceive one frame (vision tower, projector, the cross-attention K/V projections) with fixed
     shapes, replayed as a CUDA graph; eager elsewhere.

@@ -35,6 +35,7 @@ import torch
 from engine import decoding
 from engine import events as E
 from engine import protocol as P
+from engine.checkpoint import Checkpoint
 from engine.files import printable
 from engine.generation import StreamConfig, StreamDecoder
 from engine.memory import KVCache, VisualMemory
@@ -71,9 +72,9 @@ class SessionConfig:
     torch_threads: int | None = None  # CPU: intra-op threads per channel (None: half the cores)
 
 
-def session_sampling(model, cfg: SessionConfig) -> decoding.Sampling:
+def session_sampling(ckpt: Checkpoint, cfg: SessionConfig) -> decoding.Sampling:
     """The session's decoding: the user's choice over what the checkpoint's authors use."""
-    defaults = decoding.checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode)
+    defaults = decoding.checkpoint_defaults(ckpt.generation_config, ckpt.mode)
     return decoding.choose(
         cfg.decoding,
         defaults,
@@ -132,14 +133,13 @@ class _Ready:
 
 
 class Session:
-    def __init__(self, model, tokenizer=None, config: SessionConfig = SessionConfig()):
-        self.model = model
-        self.tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    def __init__(self, ckpt: Checkpoint, config: SessionConfig = SessionConfig()):
+        self.ckpt, self.model, self.tok = ckpt, ckpt.model, ckpt.tokenizer
         if self.tok is None:
             raise ValueError("the model folder has no tokenizer.json; a tokenizer is required")
         self.cfg = config
-        self.sampling = session_sampling(model, config)  # raises DecodingError (a ValueError) on bad values
-        check_memory_fits(model, config)  # ValueError (one sentence) before anything is allocated
+        self.sampling = session_sampling(ckpt, config)  # raises DecodingError (a ValueError) on bad values
+        check_memory_fits(self.model, config)  # ValueError (one sentence) before anything is allocated
         self.session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.transcript_path: Path | None = None
         self._out: collections.deque[E.Event] = collections.deque()
@@ -167,7 +167,7 @@ class Session:
             self.model,
             self.tok,
             StreamConfig(
-                system_prompt=cfg.system_prompt or model_system_prompt(self.model),
+                system_prompt=cfg.system_prompt or self.ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT,
                 memory_frames=cfg.memory_frames,
                 keep_first=cfg.keep_first,
                 max_context=cfg.max_context,
@@ -207,13 +207,13 @@ class Session:
                 )
         spec = source if isinstance(source, str) else getattr(source, "name", type(source).__name__)
         spec = printable(str(spec))
-        trained = bool(getattr(self.model, "trained", True))
+        trained = self.ckpt.trained
         self._emit(
             E.SessionStart(
                 0.0,
                 self.session_id,
                 str(spec),
-                str(getattr(self.model, "source", "")),
+                self.ckpt.source,
                 trained,
                 mode=self.model.cfg.video.mode,
                 decoding=self.sampling.describe(),
@@ -532,8 +532,8 @@ class Session:
             if t is not threading.current_thread():
                 t.join(1.0)
         dec = self.decoder
-        if dec is not None and dec.speaking:
-            self._emit(dec._end_segment(self.clock(), interrupted=True))
+        if dec is not None:
+            self._emit_all(dec.end_speech())
         try:
             self._maybe_stats(force=True)
         except Exception:
@@ -553,12 +553,6 @@ class Session:
 
 
 _finish_lock = threading.Lock()
-
-
-def model_system_prompt(model) -> str:
-    """The prompt the model was trained with (its generation.json), else the reference real-time one."""
-    gen = getattr(model, "generation", None) or {}
-    return gen.get("system_prompt") or P.REALTIME_SYSTEM_PROMPT
 
 
 def _is_oom(e: BaseException) -> bool:

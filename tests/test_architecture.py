@@ -94,3 +94,36 @@ def test_no_module_of_the_app_or_engine_is_over_600_lines():
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
     }
     assert not long, long
+
+
+def private_reads(path: Path) -> list[str]:
+    """`obj._name` where obj is not self/cls (nor a library module): one module reaching into
+    another's private fields."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    libraries = {"torch", "os", "sys", "np", "cv2", "ctypes", "cfg"}  # cfg: transformers' configs
+    out = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id not in {"self", "cls", *libraries}
+        ):
+            out.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    return out
+
+
+def test_no_module_reads_another_modules_private_fields():
+    found = [r for pkg in ("engine", "app") for p in sorted((ROOT / pkg).rglob("*.py")) for r in private_reads(p)]
+    assert not found, found
+
+
+def test_the_private_read_finder_finds_one(tmp_path):
+    (tmp_path / "x.py").write_text("def f(dec):\n    return dec._flush()\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert private_reads(tmp_path / "x.py") == ["x.py:2 dec._flush"]
+    finally:
+        ROOT = saved

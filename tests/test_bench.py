@@ -39,10 +39,10 @@ def test_decoder_only_baseline_matches_full_forward():
     import torch
 
     from engine.bench.cpu import _embed_forward, decoder_only
-    from engine.bundled import random_model
+    from engine.bundled import random_checkpoint
     from engine.memory import KVCache
 
-    m = decoder_only(random_model())
+    m = decoder_only(random_checkpoint().model)
     assert not m.xattn_layers
     x = torch.randn(1, 40, m.cfg.text.hidden_size)
     with torch.inference_mode():

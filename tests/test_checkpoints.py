@@ -15,7 +15,7 @@ import torch
 
 from engine import decoding, load_model
 from engine.config import detect_mode
-from engine.loading import LoadError, hub_candidates, resolve
+from engine.loading import LoadError, hub_candidates, load_checkpoint, resolve
 from engine.preprocess import CLIP_MEAN, CLIP_STD, batch_pixels
 from tests.paths import MOSS_DEMO
 
@@ -273,11 +273,10 @@ def test_checkpoint_decoding_defaults():
 
 def moss_folder(tmp_path, generation):
     """A MOSS checkpoint in the published layout with a tokenizer (what a session needs)."""
-    from engine.bundled import random_model
-    from engine.loading import save_model
+    from engine.bundled import random_checkpoint
+    from engine.loading import save_checkpoint
 
-    m = random_model()
-    save_model(m, tmp_path)
+    save_checkpoint(random_checkpoint(), tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     del cfg["moss_video"]  # published checkpoints do not carry our section
     cfg["architectures"] = published_config("moss")["architectures"]
@@ -291,8 +290,8 @@ def moss_folder(tmp_path, generation):
 def test_moss_checkpoint_session_samples_by_default_and_says_so(tmp_path):
     from engine.session import Session, SessionConfig
 
-    model = load_model(moss_folder(tmp_path, MOSS_GENERATION))
-    assert model.cfg.video.mode == "moss" and model.cfg.video.resize == "reference"
+    model = load_checkpoint(moss_folder(tmp_path, MOSS_GENERATION))
+    assert model.mode == "moss" and model.cfg.video.resize == "reference"
     s = Session(model, config=SessionConfig())
     assert s.sampling.temperature == 1.0 and s.sampling.top_k == 50
     s.start("synthetic")
@@ -311,10 +310,12 @@ def test_seeded_sampling_repeats_and_differs_from_greedy(tmp_path):
     from engine.generation import StreamConfig, StreamDecoder
     from engine.session import SessionConfig, session_sampling
 
-    model = load_model(moss_folder(tmp_path, MOSS_GENERATION))
+    model = load_checkpoint(moss_folder(tmp_path, MOSS_GENERATION))
 
     def words(sampling):
-        dec = StreamDecoder(model, model.tokenizer, StreamConfig(sampling=sampling, max_segment_tokens=40))
+        dec = StreamDecoder(
+            model.model, model.tokenizer, StreamConfig(sampling=sampling, max_segment_tokens=40)
+        )
         dec.ask("What do you see?")
         out = []
         for _ in range(40):

@@ -188,9 +188,9 @@ def test_results_merge_and_offline_scoring():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from engine.bundled import random_model
+    from engine.bundled import random_checkpoint
 
-    return random_model()
+    return random_checkpoint()
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,7 @@ def test_replay_oracle_decoder_scores_full(tiny, records):
 def test_offline_answer_runs(tiny, records):
     rec = records[0]
     frames = H.frames_of(rec, tiny.cfg.vision.image_size)[:5]
-    k, v = perceive_images(tiny, frames)
+    k, v = perceive_images(tiny.model, frames)
     text = H.offline_answer(tiny, k, v, "How many objects are there?", max_new_tokens=6)
     assert isinstance(text, str)
 
@@ -347,12 +347,11 @@ def test_run_benchmark_tiny_video(tiny, tmp_path):
 def test_replay_wall_through_the_real_runtime(records):
     """The same record through Session (three threads, wall clock at 8x): every question reaches the
     model on its frame, the trace covers the video, and the scorer takes it like a simulated one."""
-    from engine.bundled import load_default_model
+    from engine.bundled import load_default_checkpoint
 
-    model = load_default_model()
+    model = load_default_checkpoint()
     rec = records[0]
-    sp = model.generation.get("system_prompt", "") if getattr(model, "generation", None) else ""
-    tr = H.replay_wall(model, rec, sp or H.P.REALTIME_SYSTEM_PROMPT, speed=8.0)
+    tr = H.replay_wall(model, rec, model.system_prompt or H.P.REALTIME_SYSTEM_PROMPT, speed=8.0)
     meta = rec["meta"]
     assert tr.n_frames == meta["n_frames"] == len(tr.text)
     assert set(tr.turn_of) == {q["qid"] for q in meta["questions"]}
@@ -366,16 +365,16 @@ def test_replay_wall_through_the_real_runtime(records):
 def _replay_cpu_steps(seeds, weights):
     """Held-out streams replayed through Model.forward_text in float32 and through the CPU decode
     step with `weights` -> (texts, logits) of each."""
-    from engine.bundled import load_default_model
+    from engine.bundled import load_default_checkpoint
     from engine.cpustep import CpuDecodeStep
 
-    model = load_default_model()
-    sp = (getattr(model, "generation", None) or {}).get("system_prompt") or H.P.REALTIME_SYSTEM_PROMPT
+    model = load_default_checkpoint()
+    sp = model.system_prompt or H.P.REALTIME_SYSTEM_PROMPT
 
     def recording(into: list, weights):
         def hook(dec, meta):
             assert isinstance(dec.cpu_step, CpuDecodeStep)  # on by default for a float32 CPU model
-            dec.cpu_step = weights and CpuDecodeStep(model, dec.cache.max_len, weights)
+            dec.cpu_step = weights and CpuDecodeStep(model.model, dec.cache.max_len, weights)
             fwd = dec._forward
             dec._forward = lambda chunk, start: into.append(fwd(chunk, start)) or into[-1]
 
@@ -427,14 +426,17 @@ def test_int8_weight_only_model_still_answers():
 
     from engine.bundled import MODEL_DIR
     from engine.decoder import Linear
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
-    f32 = load_model(MODEL_DIR)
-    q8 = load_model(MODEL_DIR, quantize="int8")
-    lins = [m for m in q8.modules() if isinstance(m, Linear)]
+    f32 = load_checkpoint(MODEL_DIR)
+    q8 = load_checkpoint(MODEL_DIR, quantize="int8")
+    assert q8.quantized == "int8" and f32.quantized is None
+    lins = [m for m in q8.model.modules() if isinstance(m, Linear)]
     assert lins and all(m.weight is None and m.qweight.dtype == torch.int8 for m in lins)
     assert sum(m.qweight.numel() for m in lins) > 0.9 * sum(
-        p.numel() for n, p in f32.named_parameters() if n.startswith(("language_model.layers", "lm_head"))
+        p.numel()
+        for n, p in f32.model.named_parameters()
+        if n.startswith(("language_model.layers", "lm_head"))
     )
     same, total = H.frame_agreement(f32, q8, range(1002, 1006))
     assert same >= 0.9 * total, (same, total)

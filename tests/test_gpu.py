@@ -18,11 +18,11 @@ pytestmark = [
 def test_session_on_cuda_perceives_and_talks():
     """The runtime's CUDA path: perception on its own stream, staged frames committed by the
     generation thread, the decode step captured as a CUDA graph while perception runs."""
-    from engine.bundled import random_model
+    from engine.bundled import random_checkpoint
     from engine.session import Session, SessionConfig
     from engine.sources import SyntheticSource
 
-    model = random_model(device="cuda")
+    model = random_checkpoint(device="cuda")
     s = Session(model, config=SessionConfig(fps=10, system_prompt="watch"))
     s.start(SyntheticSource(fps=20, realtime=True, num_frames=80))
     s.ask("what do you see?")
@@ -90,10 +90,10 @@ def test_flash_model_says_what_sdpa_says(flash_calls):
     held-out streams, frame for frame, almost everywhere."""
     from engine.bundled import MODEL_DIR
     from engine.eval import harness as H
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
-    m = load_model(MODEL_DIR, device="cuda", dtype="bfloat16")
-    sp = (m.generation or {}).get("system_prompt") or P.REALTIME_SYSTEM_PROMPT
+    m = load_checkpoint(MODEL_DIR, device="cuda", dtype="bfloat16")
+    sp = m.system_prompt or P.REALTIME_SYSTEM_PROMPT
     same = total = 0
     for rec in H.synthetic_records(range(1002, 1006), "realtime", sp):
         attention.set_backend("sdpa")
@@ -109,10 +109,10 @@ def test_flash_model_says_what_sdpa_says(flash_calls):
 def test_graph_perception_equals_eager():
     """The live perception path (one CUDA graph per frame, on its own stream) computes what the
     eager vision tower + projector + K/V projections compute, frame after frame."""
-    from engine.bundled import random_model
+    from engine.bundled import random_checkpoint
     from engine.perception import GraphPerception
 
-    model = random_model(device="cuda")
+    model = random_checkpoint(device="cuda").model
     p = next(model.parameters())
     S = model.cfg.vision.image_size
     side = torch.cuda.Stream()
@@ -144,11 +144,12 @@ def test_fp8_vision_model_still_answers():
     pytest.importorskip("torchao", reason="FP8 vision goes through torchao")
     from engine.bundled import MODEL_DIR
     from engine.eval import harness as H
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
     from engine.perception import GraphPerception, perceive
 
-    bf = load_model(MODEL_DIR, device="cuda")
-    f8 = load_model(MODEL_DIR, device="cuda", quantize="fp8-vision")
+    bf_ckpt = load_checkpoint(MODEL_DIR, device="cuda")
+    f8_ckpt = load_checkpoint(MODEL_DIR, device="cuda", quantize="fp8-vision")
+    bf, f8 = bf_ckpt.model, f8_ckpt.model
     tower, _ = f8.fp8_vision
     assert type(tower.transformer.layers[0].mlp.fc1.weight.data).__name__ == "Float8Tensor"
     assert type(f8.vision_model.transformer.layers[0].mlp.fc1.weight.data) is torch.Tensor
@@ -169,7 +170,7 @@ def test_fp8_vision_model_still_answers():
         kb1, vb1 = bf.project_memory(bf.encode_frames(px[:1].cuda()))
     torch.testing.assert_close(k, kb1)
     torch.testing.assert_close(v, vb1)
-    same, total = H.frame_agreement(bf, f8, range(1002, 1006))
+    same, total = H.frame_agreement(bf_ckpt, f8_ckpt, range(1002, 1006))
     assert same >= 0.9 * total, (same, total)
 
 
@@ -193,10 +194,10 @@ def test_int8_model_on_cuda_still_answers():
     int8 kernel, and the shipped model says on held-out streams what it says in bf16, almost everywhere."""
     from engine.bundled import MODEL_DIR
     from engine.eval import harness as H
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
-    bf = load_model(MODEL_DIR, device="cuda")
-    q8 = load_model(MODEL_DIR, device="cuda", quantize="int8")
-    assert q8.lm_head.weight is None and q8.lm_head.qweight.is_cuda
+    bf = load_checkpoint(MODEL_DIR, device="cuda")
+    q8 = load_checkpoint(MODEL_DIR, device="cuda", quantize="int8")
+    assert q8.model.lm_head.weight is None and q8.model.lm_head.qweight.is_cuda
     same, total = H.frame_agreement(bf, q8, range(1002, 1006))
     assert same >= 0.9 * total, (same, total)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine import events as E
-from engine.bundled import random_model
+from engine.bundled import random_checkpoint
 from engine.data.loader import preprocess
 from engine.generation import StreamConfig, StreamDecoder
 from engine.session import Session, SessionConfig
@@ -23,7 +23,7 @@ DEMO = MOSS_DEMO
 
 @pytest.fixture(scope="module")
 def model():
-    return random_model()
+    return random_checkpoint()
 
 
 def frames_fn(i):
@@ -62,13 +62,13 @@ def test_slow_generator_does_not_slow_perception(model, monkeypatch):
 
 def test_slow_perception_does_not_stop_tokens(model, monkeypatch):
     s = Session(model, config=SessionConfig(fps=5, system_prompt="watch"))
-    orig = model.encode_frames
+    orig = model.model.encode_frames
 
     def slow_encode(px):
         time.sleep(0.6)
         return orig(px)
 
-    monkeypatch.setattr(model, "encode_frames", slow_encode)
+    monkeypatch.setattr(model.model, "encode_frames", slow_encode)
     s.start(SyntheticSource(frames_fn, fps=20, realtime=True, num_frames=200))
     s.ask("what do you see?")
     evs = run_for(s, 2.0)
@@ -120,7 +120,7 @@ def test_protocol_matches_reference_records(model):
     sample = preprocess(rec, tokenizer=tok)
     ref = sample.input_ids.tolist()
     dec = StreamDecoder(
-        model, tok, StreamConfig(system_prompt=system, max_context=100_000, max_segment_tokens=10**6)
+        model.model, tok, StreamConfig(system_prompt=system, max_context=100_000, max_segment_tokens=10**6)
     )
     hdr = tok.encode_markup("<|start_header_id|>assistant<|end_header_id|>\n\n")
     # walk the reference after the first assistant header, driving the decoder
@@ -128,7 +128,7 @@ def test_protocol_matches_reference_records(model):
     assert ref[:i] == dec.prefix_ids
     forced = []
     dec._sample = lambda: forced.pop(0)
-    k = torch.zeros(len(model.xattn_layers), model.tokens_per_frame, 2, 16)
+    k = torch.zeros(len(model.model.xattn_layers), model.model.tokens_per_frame, 2, 16)
     users = [m["content"] for m in rec["messages"] if m["role"] == "user"][1:]
     while i < len(ref):
         t = ref[i]

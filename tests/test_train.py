@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from engine.loading import load_model
+from engine.loading import load_checkpoint, load_model
 from engine.model import Model
 from engine.train import small
 from engine.train.loop import TrainArgs, build_config, fit_steps, read_trainer_state, save_checkpoint, train
@@ -84,13 +84,14 @@ def test_checkpoint_reload_same_logits(tmp_path):
         if "gate" in n:
             p.data.fill_(0.5)
     save_checkpoint(tmp_path / "ck", cfg, model.state_dict(), tok, _args(tmp_path))
-    loaded = load_model(tmp_path / "ck")
+    ckpt = load_checkpoint(tmp_path / "ck")
+    loaded = ckpt.model
     w = tok.encode(" a red circle")
     ids = torch.tensor([[tok.bos_id, *w, tok.image_id, *w, tok.image_id, *w]])
     px = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
     with torch.no_grad():
         assert torch.equal(model(ids, px, [2]), loaded(ids, px, [2]))
-    assert loaded.tokenizer.vocab_size == tok.vocab_size
+    assert ckpt.tokenizer.vocab_size == tok.vocab_size
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):

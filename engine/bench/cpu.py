@@ -45,23 +45,19 @@ TARGET_FPS, TARGET_TPS = 50.0, 150.0
 
 
 def load(model_dir: str | None):
-    """(model, tokenizer, system prompt, description)."""
+    """(checkpoint, system prompt, description): the folder's, else the bundled model, else a random
+    tiny stand-in."""
+    from engine.bundled import MODEL_DIR, bundled_model_available, load_default_checkpoint
+
     if model_dir:
-        from engine.loading import load_model
+        from engine.loading import load_checkpoint
 
-        m = load_model(model_dir, device="cpu")
-        m.trained = True
-        prompt = P.REALTIME_SYSTEM_PROMPT
-        gen = Path(model_dir) / "generation.json"
-        if gen.exists():
-            prompt = json.loads(gen.read_text(encoding="utf-8")).get("system_prompt", prompt)
-        return m.eval(), m.tokenizer, prompt, str(model_dir)
-    from engine.bundled import MODEL_DIR, bundled_model_available, load_default_model
-
-    m = load_default_model("cpu")
+        ckpt = load_checkpoint(model_dir, device="cpu")
+        return ckpt, ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT, str(model_dir)
     if bundled_model_available():
         return load(str(MODEL_DIR))
-    return m.eval(), m.tokenizer, P.REALTIME_SYSTEM_PROMPT, "random tiny model (none bundled)"
+    ckpt = load_default_checkpoint("cpu")
+    return ckpt, P.REALTIME_SYSTEM_PROMPT, "random tiny model (none bundled)"
 
 
 def decoder_only(ours: Model) -> Model:
@@ -130,10 +126,10 @@ def bench_ours(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int = N_NEW)
     r = {"ttft_s": time.perf_counter() - t0, "context_tokens": len(dec.ids)}
 
     def decode(n, t):
-        # the runtime's CPU path: one token through StreamDecoder._flush, the token back to Python
+        # the runtime's CPU path: one token through StreamDecoder.flush, the token back to Python
         for _ in range(n):
-            dec.pending.append(t)
-            dec._flush()
+            dec.append([t])
+            dec.flush()
             t = int(dec.logits.argmax())
         return t
 
@@ -251,7 +247,7 @@ def print_compare(c: dict, model_desc: str) -> None:
 # ---- b) the runtime ------------------------------------------------------------------------------------
 
 
-def runtime_run(m, tok, prompt, *, mode: str, seconds: float, threads: int, fps: float, source_fps: float):
+def runtime_run(ckpt, prompt, *, mode: str, seconds: float, threads: int, fps: float, source_fps: float):
     """One Session run. mode: "both" (frames + a question, speech forced), "perception" (frames, the
     model forced silent: generation only commits frames), "decode" (a question, frames paused after the
     memory filled)."""
@@ -266,7 +262,8 @@ def runtime_run(m, tok, prompt, *, mode: str, seconds: float, threads: int, fps:
         torch_threads=threads,
         realtime=True,
     )
-    s = Session(m, tok, cfg)
+    s = Session(ckpt, cfg)
+    tok = ckpt.tokenizer
     s.start(SyntheticSource(fps=source_fps, realtime=True))
     dec = s.decoder
     sil = tok.silence_id
@@ -315,12 +312,12 @@ def runtime_run(m, tok, prompt, *, mode: str, seconds: float, threads: int, fps:
     return r
 
 
-def runtime(m, tok, prompt, seconds, thread_configs, fps, source_fps) -> dict:
+def runtime(ckpt, prompt, seconds, thread_configs, fps, source_fps) -> dict:
     kw = dict(seconds=seconds, fps=fps, source_fps=source_fps)
     out = {"seconds": seconds, "session_fps": fps, "source_fps": source_fps, "cpu_count": os.cpu_count()}
     out["both"] = []
     for th in thread_configs:
-        r = runtime_run(m, tok, prompt, mode="both", threads=th, **kw)
+        r = runtime_run(ckpt, prompt, mode="both", threads=th, **kw)
         print(
             f"  runtime, both channels, torch threads {th}: {r['frames_per_s']:.1f} frames/s while "
             f"{r['tokens_per_s']:.1f} tok/s",
@@ -335,9 +332,9 @@ def runtime(m, tok, prompt, seconds, thread_configs, fps, source_fps) -> dict:
     best = max(out["both"], key=score)
     out["best_threads"] = best["torch_threads"]
     out["perception_alone"] = runtime_run(
-        m, tok, prompt, mode="perception", threads=best["torch_threads"], **kw
+        ckpt, prompt, mode="perception", threads=best["torch_threads"], **kw
     )
-    out["decode_alone"] = runtime_run(m, tok, prompt, mode="decode", threads=best["torch_threads"], **kw)
+    out["decode_alone"] = runtime_run(ckpt, prompt, mode="decode", threads=best["torch_threads"], **kw)
     out["target_met"] = best["frames_per_s"] >= TARGET_FPS and best["tokens_per_s"] >= TARGET_TPS
     return out
 
@@ -388,7 +385,8 @@ def print_runtime(r: dict) -> None:
 
 def run(args) -> dict:
     torch.set_num_threads(2)
-    m, tok, prompt, desc = load(args.model)
+    ckpt, prompt, desc = load(args.model)
+    m, tok = ckpt.model, ckpt.tokenizer
     frames_list = [int(f) for f in args.frames.split(",") if f]
     threads = {
         "torch_num_threads_compare": torch.get_num_threads(),
@@ -409,7 +407,7 @@ def run(args) -> dict:
     print_compare(results["compare"], desc)
     if args.runtime_seconds > 0:
         cfgs = [int(t) for t in args.thread_configs.split(",") if t]
-        results["runtime"] = runtime(m, tok, prompt, args.runtime_seconds, cfgs, args.fps, args.source_fps)
+        results["runtime"] = runtime(ckpt, prompt, args.runtime_seconds, cfgs, args.fps, args.source_fps)
         save()
         print_runtime(results["runtime"])
     torch.set_num_threads(2)

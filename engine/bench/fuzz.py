@@ -165,9 +165,9 @@ def properties(tok, folder: Path) -> dict[str, typing.Callable]:
 def run_all(examples: int, tok=None) -> dict[str, tuple[int, float]]:
     """Run every property with `examples` examples; name -> (examples run, seconds)."""
     if tok is None:
-        from engine.bundled import load_default_model
+        from engine.bundled import load_default_checkpoint
 
-        tok = load_default_model().tokenizer
+        tok = load_default_checkpoint().tokenizer
     out = {}
     with tempfile.TemporaryDirectory() as d:
         for name, prop in properties(tok, Path(d)).items():

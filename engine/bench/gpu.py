@@ -274,18 +274,17 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
             for i in range(F):
                 dec.add_frame(k[i], v[i])
             dec.ask(question)
-            dec._commit_run(list(dec.pending_frames))  # what _flush does first
-            dec.pending_frames = []
+            dec.commit_frames()  # what flush does first
 
         r["offline_commit_s"], _ = timed(commit, dev)
-        r["offline_prefill_s"], _ = timed(lambda: dec._forward(dec.pending, 0), dev)
+        r["offline_prefill_s"], _ = timed(dec.flush, dev)
         del k, v
     # streaming: frames were perceived and committed as they came; then the question arrives
     dec.reset()
     k, v = perceive(m, px, batch=_VISION_BATCH, compile=_COMPILE)
     silence = tok.silence_id
     for i in range(F):
-        dec.pending.append(silence)
+        dec.append([silence])
         dec.add_frame(k[i], v[i])
         if i % 16 == 15:
             dec.flush()

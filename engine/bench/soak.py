@@ -73,7 +73,7 @@ def _frames(size: int):
         seed += 1
 
 
-def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_budget: int, log=print):
+def soak_simulated(ckpt, minutes: float, fps: float, memory_frames: int, token_budget: int, log=print):
     import torch
 
     from engine import events as E
@@ -81,9 +81,10 @@ def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_
     from engine.perception import perceive
     from engine.preprocess import batch_pixels
 
+    model = ckpt.model
     now = [0.0]
     dec = StreamDecoder(
-        model, model.tokenizer, StreamConfig(memory_frames=memory_frames), clock=lambda: now[0]
+        model, ckpt.tokenizer, StreamConfig(memory_frames=memory_frames), clock=lambda: now[0]
     )
     size = model.cfg.vision.image_size
     frames = _frames(size)
@@ -133,14 +134,14 @@ def soak_simulated(model, minutes: float, fps: float, memory_frames: int, token_
     return rows
 
 
-def soak_wall(model, minutes: float, fps: float, memory_frames: int, log=print):
+def soak_wall(ckpt, minutes: float, fps: float, memory_frames: int, log=print):
     from engine import events as E
     from engine.session import Session, SessionConfig
     from engine.sources import SyntheticSource
 
-    size = model.cfg.vision.image_size
+    size = ckpt.cfg.vision.image_size
     frames = _frames(max(size, 224))
-    s = Session(model, config=SessionConfig(fps=fps, memory_frames=memory_frames, realtime=True))
+    s = Session(ckpt, config=SessionConfig(fps=fps, memory_frames=memory_frames, realtime=True))
     s.start(SyntheticSource(lambda i: next(frames), fps=fps, realtime=True))
     rows: list[Minute] = []
     stats: list[E.Stats] = []
@@ -312,10 +313,10 @@ def add_args(p) -> None:
 
 
 def run(args) -> int:
-    from engine.bundled import load_default_model
+    from engine.bundled import load_default_checkpoint
 
-    model = load_default_model(device=args.device)
-    kind = "trained" if getattr(model, "trained", False) else "untrained random"
+    ckpt = load_default_checkpoint(device=args.device)
+    kind = "trained" if ckpt.trained else "untrained random"
     mode = "wall" if args.wall else "simulated"
     print(
         f"soak: {args.minutes:g} min at {args.fps:g} fps, {mode} clock, {kind} model, memory {args.memory_frames} frames"
@@ -323,9 +324,9 @@ def run(args) -> int:
     print(HEADER)
     t0 = time.perf_counter()
     if args.wall:
-        rows = soak_wall(model, args.minutes, args.fps, args.memory_frames)
+        rows = soak_wall(ckpt, args.minutes, args.fps, args.memory_frames)
     else:
-        rows = soak_simulated(model, args.minutes, args.fps, args.memory_frames, args.token_budget)
+        rows = soak_simulated(ckpt, args.minutes, args.fps, args.memory_frames, args.token_budget)
     print(f"took {time.perf_counter() - t0:.0f} s of wall time")
     if not rows:
         print("no full minute was streamed")

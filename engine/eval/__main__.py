@@ -41,12 +41,12 @@ def held_out_seeds(spec: str) -> list[int] | str:
 
 def run_wall(args, seeds, realtime) -> int:
     from engine.eval.harness import evaluate_synthetic, load_system_prompt
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
-    model = load_model(args.model)
+    ckpt = load_checkpoint(args.model)
     t0 = time.perf_counter()
     res = evaluate_synthetic(
-        model,
+        ckpt,
         seeds,
         load_system_prompt(args.model),
         realtime,
@@ -141,19 +141,19 @@ def run_long_or_ood(args) -> int:
 
     from engine.eval import harness as H
     from engine.eval.long import evaluate_long, evaluate_ood
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
     seeds = held_out_seeds(args.seeds)
     if isinstance(seeds, str):
         print(seeds, file=sys.stderr)
         return 2
     torch.set_num_threads(os.cpu_count() or 1)
-    model = load_model(args.model)
+    ckpt = load_checkpoint(args.model)
     sp = H.load_system_prompt(args.model)
     t0 = time.perf_counter()
     if args.suite == "long":
         mem = args.memory_frames or None
-        r = evaluate_long(model, seeds, args.duration, sp, memory_frames=mem, max_context=args.max_context)
+        r = evaluate_long(ckpt, seeds, args.duration, sp, memory_frames=mem, max_context=args.max_context)
         ok, n = r.accuracy()
         late_ok, late_n = r.accuracy(10)
         out = {
@@ -176,7 +176,7 @@ def run_long_or_ood(args) -> int:
         print("by minute (asked, right):", out["by_minute"])
         print("talk:", out["talk"])
     else:
-        res = evaluate_ood(model, seeds, args.duration, sp)
+        res = evaluate_ood(ckpt, seeds, args.duration, sp)
         out = {"suite": "ood", "duration_s": args.duration, "seeds": seeds}
         out.update({k: v.to_dict() for k, v in res.items()})
         print(f"# {args.model}: unfamiliar video, {len(seeds)} x {args.duration} s per kind, nobody asking")
@@ -193,7 +193,7 @@ def run_external(args) -> int:
 
     from engine.eval import benchmarks as B
     from engine.eval import harness as H
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
     problem = external_data_problem(args.suite, args.annotations, args.video_root)
     if problem:
@@ -203,9 +203,9 @@ def run_external(args) -> int:
     questions = B.READERS[args.suite](args.annotations)
     if args.limit:
         questions = questions[: args.limit]
-    model = load_model(args.model)
+    ckpt = load_checkpoint(args.model)
     t0 = time.perf_counter()
-    res = B.run_benchmark(model, questions, args.video_root, H.load_system_prompt(args.model))
+    res = B.run_benchmark(ckpt, questions, args.video_root, H.load_system_prompt(args.model))
     print(
         f"# {args.model}: {args.suite}, {len(questions)} questions, wall {time.perf_counter() - t0:.1f} s\n"
     )

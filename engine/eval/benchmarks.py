@@ -227,7 +227,7 @@ def evaluate(questions: Iterable[TimedQuestion], answer: Callable[[TimedQuestion
 
 
 def run_benchmark(
-    model,
+    ckpt,
     questions,
     video_root,
     system_prompt: str | None = None,
@@ -246,6 +246,6 @@ def run_benchmark(
         prompt = q.prompt()
         if answer_fn is not None:
             return answer_fn(frames, prompt)
-        return stream_answer(model, frames, prompt, system_prompt or P.REALTIME_SYSTEM_PROMPT)
+        return stream_answer(ckpt, frames, prompt, system_prompt or P.REALTIME_SYSTEM_PROMPT)
 
     return evaluate(questions, answer)

@@ -45,6 +45,7 @@ import torch
 
 from engine import events as E
 from engine import protocol as P
+from engine.checkpoint import Checkpoint
 from engine.decoding import Sampling, checkpoint_defaults
 from engine.eval.scoring import Results, Segment, Tally, Trace, score_record
 from engine.eval.text import first_sentence, matches, normalise
@@ -74,7 +75,7 @@ def frames_of(record: dict, size: int, render_scale: float = 1.0) -> np.ndarray:
 
 
 def replay(
-    model,
+    ckpt: Checkpoint,
     record: dict,
     system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
     tokens_per_frame: int | None = None,
@@ -95,11 +96,11 @@ def replay(
     F, fps = int(meta["n_frames"]), float(meta.get("fps") or 1.0)
     tpf = int(tokens_per_frame or round(float(meta.get("tokens_per_second") or 150.0) / fps))
     if frames is None:
-        frames = frames_of(record, model.cfg.vision.image_size)
-    k, v = perceive_images(model, frames[:F])
+        frames = frames_of(record, ckpt.cfg.vision.image_size)
+    k, v = perceive_images(ckpt.model, frames[:F])
     clock = _SimClock()
     if sampling is None:
-        sampling = checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode)
+        sampling = checkpoint_defaults(ckpt.generation_config, ckpt.mode)
     cfg = StreamConfig(
         system_prompt=system_prompt,
         memory_frames=memory_frames or max(F, 1),  # None: every frame stays (short records)
@@ -107,7 +108,7 @@ def replay(
         max_segment_tokens=max_segment_tokens,
         sampling=sampling,
     )
-    dec = StreamDecoder(model, model.tokenizer, cfg, clock=clock)
+    dec = StreamDecoder(ckpt.model, ckpt.tokenizer, cfg, clock=clock)
     if decoder_hook is not None:
         decoder_hook(dec, meta)
     tr = Trace(F, [""] * F, [False] * F)
@@ -155,7 +156,7 @@ def replay(
 def frame_agreement(a, b, seeds: Iterable[int]) -> tuple[int, int]:
     """Two variants of one model (a quantized copy, another precision) replayed on the held-out
     streams of `seeds` -> (frames where both said the same text, frames)."""
-    sp = (getattr(a, "generation", None) or {}).get("system_prompt") or P.REALTIME_SYSTEM_PROMPT
+    sp = a.system_prompt or P.REALTIME_SYSTEM_PROMPT
     same = total = 0
     for rec in synthetic_records(seeds, "realtime", sp):
         ta, tb = replay(a, rec, sp), replay(b, rec, sp)
@@ -165,7 +166,7 @@ def frame_agreement(a, b, seeds: Iterable[int]) -> tuple[int, int]:
 
 
 def replay_wall(
-    model,
+    ckpt: Checkpoint,
     record: dict,
     system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
     speed: float = 1.0,
@@ -183,7 +184,7 @@ def replay_wall(
     F, fps = int(meta["n_frames"]), float(meta.get("fps") or 1.0)
     rate = fps * speed
     if frames is None:
-        frames = frames_of(record, model.cfg.vision.image_size)
+        frames = frames_of(record, ckpt.cfg.vision.image_size)
     cfg = SessionConfig(
         fps=rate,
         memory_frames=max(F, 1),
@@ -191,7 +192,7 @@ def replay_wall(
         max_segment_tokens=max_segment_tokens,
         realtime=True,
     )
-    session = Session(model, config=cfg)
+    session = Session(ckpt, config=cfg)
     questions = sorted(meta.get("questions", []), key=lambda q: int(q["ask_frame"]))
     for q in questions:
         session.ask(q["text"], at=int(q["ask_frame"]) / rate)
@@ -270,7 +271,7 @@ def offline_prompt_ids(
 
 
 def offline_answer(
-    model,
+    ckpt: Checkpoint,
     k: torch.Tensor,
     v: torch.Tensor,
     question: str,
@@ -278,15 +279,12 @@ def offline_answer(
     system_prompt: str | None = None,
 ) -> str:
     """Prefill all frames + the question (offline format), greedy decode until silence or the limit."""
-    tok = model.tokenizer
+    tok = ckpt.tokenizer
     n = int(k.shape[0])
     cfg = StreamConfig(memory_frames=max(n, 1), max_segment_tokens=max_new_tokens, max_context=4096)
-    dec = StreamDecoder(model, tok, cfg, clock=_SimClock())
+    dec = StreamDecoder(ckpt.model, tok, cfg, clock=_SimClock())
     ids, img = offline_prompt_ids(tok, question, n, system_prompt)
-    dec.reset()
-    dec.pending = list(ids)
-    dec.pending_frames = [(p, k[j], v[j]) for j, p in enumerate(img)]
-    dec.frames_seen = n
+    dec.load_prompt(ids, [(p, k[j], v[j]) for j, p in enumerate(img)])
     text = ""
     for _ in range(max_new_tokens + 1):
         evs = dec.step()
@@ -329,22 +327,26 @@ def score_offline_answer(q: dict, text: str) -> bool:
 
 
 def score_offline_record(
-    model, record: dict, res: Results | None = None, max_new_tokens: int = 64, render_scale: float = 1.0
+    ckpt: Checkpoint,
+    record: dict,
+    res: Results | None = None,
+    max_new_tokens: int = 64,
+    render_scale: float = 1.0,
 ) -> Results:
     res = res if res is not None else Results()
     meta = record["meta"]
-    frames = frames_of(record, model.cfg.vision.image_size, render_scale)[: int(meta["n_frames"])]
-    k, v = perceive_images(model, frames)
+    frames = frames_of(record, ckpt.cfg.vision.image_size, render_scale)[: int(meta["n_frames"])]
+    k, v = perceive_images(ckpt.model, frames)
     res.offline_records += 1
     for q in meta.get("questions", []):
-        text = offline_answer(model, k, v, q["text"], max_new_tokens)
+        text = offline_answer(ckpt, k, v, q["text"], max_new_tokens)
         ok = score_offline_answer(q, text)
         res.offline.setdefault(q["kind"], Tally()).add(ok)
     return res
 
 
 def score_offline_rt(
-    model,
+    ckpt: Checkpoint,
     record: dict,
     res: Results | None = None,
     frames: np.ndarray | None = None,
@@ -354,14 +356,14 @@ def score_offline_rt(
     res = res if res is not None else Results()
     meta = record["meta"]
     if frames is None:
-        frames = frames_of(record, model.cfg.vision.image_size)
-    k, v = perceive_images(model, frames[: int(meta["n_frames"])])
+        frames = frames_of(record, ckpt.cfg.vision.image_size)
+    k, v = perceive_images(ckpt.model, frames[: int(meta["n_frames"])])
     for q in meta.get("questions", []):
         answers = [s for s in q.get("speech", []) if s["type"] == "answer"]
         if q.get("answer_frame") is None or not answers or q["kind"] == "now":
             continue
         f = int(q["answer_frame"])
-        text = offline_answer(model, k[: f + 1], v[: f + 1], q["text"], max_new_tokens)
+        text = offline_answer(ckpt, k[: f + 1], v[: f + 1], q["text"], max_new_tokens)
         ok = matches(first_sentence(text), answers[0].get("accept") or q.get("accept") or [], q["kind"])
         res.offline_rt.setdefault(q["kind"], Tally()).add(ok)
     return res
@@ -387,7 +389,7 @@ def synthetic_records(
 
 
 def evaluate_synthetic(
-    model,
+    ckpt: Checkpoint,
     seeds: Iterable[int],
     system_prompt: str,
     realtime: bool = True,
@@ -406,14 +408,14 @@ def evaluate_synthetic(
     seeds = list(seeds)
     if realtime or offline_rt:
         for rec in synthetic_records(seeds, "realtime", system_prompt):
-            frames = frames_of(rec, model.cfg.vision.image_size, render_scale)
+            frames = frames_of(rec, ckpt.cfg.vision.image_size, render_scale)
             if realtime and wall_speed:
                 score_record(
-                    rec["meta"], replay_wall(model, rec, system_prompt, wall_speed, frames=frames), res
+                    rec["meta"], replay_wall(ckpt, rec, system_prompt, wall_speed, frames=frames), res
                 )
             elif realtime:
                 tr = replay(
-                    model,
+                    ckpt,
                     rec,
                     system_prompt,
                     tokens_per_frame=tokens_per_frame,
@@ -422,12 +424,12 @@ def evaluate_synthetic(
                 )
                 score_record(rec["meta"], tr, res)
             if offline_rt:
-                score_offline_rt(model, rec, res, frames=frames)
+                score_offline_rt(ckpt, rec, res, frames=frames)
             if progress:
                 progress(f"seed {rec['meta']['seed']} done")
     if offline:
         for rec in synthetic_records(seeds, "offline", system_prompt):
-            score_offline_record(model, rec, res, render_scale=render_scale)
+            score_offline_record(ckpt, rec, res, render_scale=render_scale)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -438,11 +440,11 @@ def eval_worker(job: tuple) -> dict:
     dataclasses.asdict(Results). no_repeat_ngram None: the checkpoint's decoding."""
     model_dir, seeds, realtime, offline, offline_rt, threads, tpf, scale, ngram = job
     torch.set_num_threads(threads)
-    from engine.loading import load_model
+    from engine.loading import load_checkpoint
 
-    model = load_model(model_dir)
+    ckpt = load_checkpoint(model_dir)
     res = evaluate_synthetic(
-        model,
+        ckpt,
         seeds,
         load_system_prompt(model_dir),
         realtime=realtime,
@@ -453,7 +455,7 @@ def eval_worker(job: tuple) -> dict:
         sampling=None
         if ngram is None
         else dataclasses.replace(
-            checkpoint_defaults(getattr(model, "generation_config", None), model.cfg.video.mode),
+            checkpoint_defaults(ckpt.generation_config, ckpt.mode),
             no_repeat_ngram=ngram,
         ),
     )
@@ -498,7 +500,7 @@ def read_video_frames(path, until_s: float, fps: float = 1.0, max_frames: int = 
 
 
 def stream_answer(
-    model,
+    ckpt: Checkpoint,
     frames: list[np.ndarray],
     question: str,
     system_prompt: str = P.REALTIME_SYSTEM_PROMPT,
@@ -511,9 +513,9 @@ def stream_answer(
     frame: the benchmark's clock stops at the question)."""
     if not frames:
         return ""
-    k, v = perceive_images(model, np.stack(frames))
+    k, v = perceive_images(ckpt.model, np.stack(frames))
     cfg = StreamConfig(system_prompt=system_prompt, memory_frames=memory_frames)
-    dec = StreamDecoder(model, model.tokenizer, cfg, clock=_SimClock())
+    dec = StreamDecoder(ckpt.model, ckpt.tokenizer, cfg, clock=_SimClock())
     for i in range(len(frames)):
         dec.add_frame(k[i], v[i])
         n = 0

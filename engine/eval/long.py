@@ -98,7 +98,7 @@ class LongResults:
 
 
 def evaluate_long(
-    model,
+    ckpt,
     seeds,
     duration_s: int,
     system_prompt: str,
@@ -122,9 +122,9 @@ def evaluate_long(
         def hook(dec, meta, counter=counter):
             counter["dec"] = dec
 
-        frames = frames_of(rec, model.cfg.vision.image_size)
+        frames = frames_of(rec, ckpt.cfg.vision.image_size)
         tr = replay(
-            model,
+            ckpt,
             rec,
             system_prompt,
             frames=frames,
@@ -200,7 +200,7 @@ def ood_frames(kind: str, seed: int, n: int, size: int = 256) -> np.ndarray:
 
 
 def evaluate_ood(
-    model, seeds, duration_s: int, system_prompt: str, tokens_per_frame=None
+    ckpt, seeds, duration_s: int, system_prompt: str, tokens_per_frame=None
 ) -> dict[str, Repetition]:
     """Nobody asks anything: what the model says, unasked, on each kind of unfamiliar video."""
     out = {}
@@ -210,7 +210,7 @@ def evaluate_ood(
             frames = ood_frames(kind, seed, duration_s)
             rec = {"meta": {"n_frames": duration_s, "fps": 1.0, "tokens_per_second": 150.0, "questions": []}}
             tr = replay(
-                model, rec, system_prompt, frames=frames, memory_frames=64, tokens_per_frame=tokens_per_frame
+                ckpt, rec, system_prompt, frames=frames, memory_frames=64, tokens_per_frame=tokens_per_frame
             )
             r.add([s.text for s in tr.segments], duration_s / 60)
         out[kind] = r

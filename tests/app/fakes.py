@@ -55,9 +55,9 @@ class RealBackend:
         self.sessions: list = []
 
     def load(self, settings: Settings, report) -> LoadedModel:
-        from engine.bundled import random_model
+        from engine.bundled import random_checkpoint
 
-        m = random_model("cpu")
+        m = random_checkpoint("cpu")
         return LoadedModel(m, "random tiny model", "cpu", trained=False)
 
     def new_session(self, model: LoadedModel, settings: Settings, transcript_dir: Path | None):

@@ -49,8 +49,9 @@ def test_chat_text_reaches_aa_contrast_in_every_theme(qapp, qtbot, theme, monkey
 
     saved = QtGui.QPalette(qapp.palette())
     if theme.startswith("system"):
-        qapp._system_palette = (
-            dark_system_palette() if theme == "system-dark" else QtGui.QPalette(QtGui.QColor(240, 240, 240))
+        desktop.set_system_palette(
+            qapp,
+            dark_system_palette() if theme == "system-dark" else QtGui.QPalette(QtGui.QColor(240, 240, 240)),
         )
     try:
         desktop.apply_look(qapp, theme.split("-")[0], 10)
@@ -72,5 +73,4 @@ def test_chat_text_reaches_aa_contrast_in_every_theme(qapp, qtbot, theme, monkey
         assert min(found) >= 4.5, f"{theme}: contrast per line {[round(f, 2) for f in found]}"
     finally:
         qapp.setPalette(saved)
-        if hasattr(qapp, "_system_palette"):
-            del qapp._system_palette
+        desktop.set_system_palette(qapp, None)

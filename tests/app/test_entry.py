@@ -90,7 +90,8 @@ def test_engine_backend_loads_int8_from_the_precision_setting():
     from engine.decoder import Linear
 
     m = EngineBackend().load(Settings(device="cpu", dtype="int8"), lambda f, t: None)
-    lins = [x for x in m.handle.modules() if isinstance(x, Linear)]
+    assert m.handle.quantized == "int8"
+    lins = [x for x in m.handle.model.modules() if isinstance(x, Linear)]
     assert lins and all(x.int8 and x.weight is None and str(x.qweight.dtype) == "torch.int8" for x in lins)
 
 

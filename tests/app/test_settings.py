@@ -119,13 +119,13 @@ def test_mode_and_decoding_from_the_dialog_reach_the_engine(make_window, qtbot, 
     from engine.bundled import MODEL_DIR
 
     seen = {}
-    real = engine.loading.load_model
+    real = engine.loading.load_checkpoint
 
     def spy(*a, **kw):
         seen.update(kw)
         return real(*a, **kw)
 
-    monkeypatch.setattr(engine.loading, "load_model", spy)
+    monkeypatch.setattr(engine.loading, "load_checkpoint", spy)
     s = w.settings.replace(model=str(MODEL_DIR), device="cpu")
     loaded = EngineBackend().load(s, lambda *a: None)
     assert seen["mode"] == "stock" and loaded.handle.cfg.video.mode == "stock"

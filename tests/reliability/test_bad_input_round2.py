@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine import events as E
-from engine.bundled import MODEL_DIR, random_model
-from engine.loading import LoadError, load_model, save_model
+from engine.bundled import MODEL_DIR, random_checkpoint
+from engine.loading import LoadError, load_model, save_checkpoint
 from engine.session import Session, SessionConfig
 from engine.sources import SyntheticSource
 from engine.transcript import NotOurFile, TranscriptWriter, read_transcript
@@ -96,7 +96,9 @@ def test_existing_subtitles_are_not_overwritten(tmp_path):
 def test_an_unwritable_sessions_folder_is_said_once_and_the_session_runs(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
-    s = Session(random_model(), config=SessionConfig(realtime=False, transcript_dir=blocker / "sessions"))
+    s = Session(
+        random_checkpoint(), config=SessionConfig(realtime=False, transcript_dir=blocker / "sessions")
+    )
     s.start(SyntheticSource(fps=1, realtime=False, num_frames=3))
     evs = list(s.events(timeout=60))
     errors = [e for e in evs if isinstance(e, E.Error)]
@@ -130,7 +132,7 @@ def test_a_full_disk_is_said_once_keeps_what_was_written_and_the_session_runs(tm
         self._file = FullDisk(self._file, room=600)
 
     monkeypatch.setattr(TranscriptWriter, "__init__", init)
-    s = Session(random_model(), config=SessionConfig(realtime=False, transcript_path=path))
+    s = Session(random_checkpoint(), config=SessionConfig(realtime=False, transcript_path=path))
     s.start(SyntheticSource(fps=1, realtime=False, num_frames=6))
     evs = list(s.events(timeout=60))
     errors = [e for e in evs if isinstance(e, E.Error)]
@@ -202,17 +204,17 @@ def test_a_memory_the_machine_cannot_hold_is_refused_before_allocating(monkeypat
 
     monkeypatch.setattr(engine.session, "free_bytes", lambda device: 100 * 2**20)  # 100 MB free
     with pytest.raises(ValueError, match="GB, more than the 0.1 GB free on cpu; use fewer frames"):
-        Session(random_model(), config=SessionConfig(memory_frames=65536))
-    Session(random_model(), config=SessionConfig(memory_frames=64))  # what fits still starts
+        Session(random_checkpoint(), config=SessionConfig(memory_frames=65536))
+    Session(random_checkpoint(), config=SessionConfig(memory_frames=64))  # what fits still starts
     with pytest.raises(ValueError, match="1 to 65536 frames"):
-        Session(random_model(), config=SessionConfig(memory_frames=10**9))
+        Session(random_checkpoint(), config=SessionConfig(memory_frames=10**9))
 
 
 # ---- model folders -------------------------------------------------------------------------------------
 
 
 def model_folder(tmp_path) -> Path:
-    return save_model(random_model(), tmp_path / "m")
+    return save_checkpoint(random_checkpoint(), tmp_path / "m")
 
 
 def edit_config(folder: Path, **text):
@@ -303,7 +305,7 @@ def test_a_question_that_is_not_utf8_is_read_leniently_and_said(tmp_path):
     assert code == 0 and "Traceback" not in err, err
     assert "was not UTF-8 text; it was read as Latin-1" in err
     assert "you: Qu'est-ce que c'est, café ?" in out
-    s = Session(random_model(), config=SessionConfig(realtime=False))  # the engine's own guard
+    s = Session(random_checkpoint(), config=SessionConfig(realtime=False))  # the engine's own guard
     s.ask("caf\udce9?")
     s.start(SyntheticSource(fps=1, realtime=False, num_frames=2))
     starts = [e for e in s.events(timeout=60) if isinstance(e, E.TurnStart) and e.turn == 1]

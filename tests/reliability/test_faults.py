@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from engine import events as E
-from engine.bundled import random_model
+from engine.bundled import random_checkpoint
 from engine.generation import StreamDecoder
-from engine.loading import LoadError, load_model, save_model
+from engine.loading import LoadError, load_model, save_checkpoint
 from engine.session import Session, SessionConfig
 from engine.sources import SyntheticSource
 from engine.transcript import list_sessions, load_transcript
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def model():
-    return random_model()
+    return random_checkpoint()
 
 
 def moss_threads() -> list[str]:
@@ -70,7 +70,7 @@ def failing(orig, after: int, exc: BaseException):
 )
 def test_thread_failure_ends_cleanly_and_a_new_session_starts(model, monkeypatch, where, exc):
     if where == "perception":
-        monkeypatch.setattr(model, "encode_frames", failing(model.encode_frames, 1, exc))
+        monkeypatch.setattr(model.model, "encode_frames", failing(model.model.encode_frames, 1, exc))
     else:
         monkeypatch.setattr(StreamDecoder, "step", failing(StreamDecoder.step, 3, exc))
     evs = run_session(model, frames=50)
@@ -91,7 +91,7 @@ def test_thread_failure_ends_cleanly_and_a_new_session_starts(model, monkeypatch
 
 
 def test_out_of_memory_while_loading_is_a_clear_message(tmp_path, monkeypatch, capfd):
-    folder = save_model(random_model(), tmp_path / "m")
+    folder = save_checkpoint(random_checkpoint(), tmp_path / "m")
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

@@ -7,14 +7,14 @@ pytest.importorskip("hypothesis", reason="hypothesis is not installed")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from engine.bench import fuzz  # noqa: E402
-from engine.bundled import random_model  # noqa: E402
+from engine.bundled import random_checkpoint  # noqa: E402
 
 CI = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
 def props(tmp_path_factory):
-    return fuzz.properties(random_model().tokenizer, tmp_path_factory.mktemp("fuzz"))
+    return fuzz.properties(random_checkpoint().tokenizer, tmp_path_factory.mktemp("fuzz"))
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_settings_file_never_crashes_the_loader(tmp_path):
 
 
 def test_fuzz_runner_counts_examples():
-    results = fuzz.run_all(5, tok=random_model().tokenizer)
+    results = fuzz.run_all(5, tok=random_checkpoint().tokenizer)
     assert set(results) == {
         "tokenizer literal text",
         "question control tokens",

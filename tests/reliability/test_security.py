@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine import events as E
-from engine.bundled import random_model
-from engine.loading import LoadError, load_model, save_model
+from engine.bundled import random_checkpoint
+from engine.loading import LoadError, load_checkpoint, load_model, save_checkpoint
 from engine.session import Session, SessionConfig
 from engine.sources import SyntheticSource
 from engine.transcript import TranscriptWriter, session_path
@@ -45,7 +45,7 @@ def listening_sockets() -> list[str]:
 
 def test_no_network_listener_while_a_session_runs(tmp_path):
     assert listening_sockets() == []
-    s = Session(random_model(), config=SessionConfig(realtime=True, fps=4, transcript_dir=tmp_path))
+    s = Session(random_checkpoint(), config=SessionConfig(realtime=True, fps=4, transcript_dir=tmp_path))
     s.start(SyntheticSource(fps=8, realtime=True, num_frames=40))
     s.ask("What do you see?")
     time.sleep(1.0)
@@ -93,7 +93,7 @@ def test_only_the_loader_downloads_and_no_pickled_weights_are_loaded_elsewhere()
 def hub(tmp_path, monkeypatch):
     import huggingface_hub
 
-    folder = save_model(random_model(), tmp_path / "snapshot")
+    folder = save_checkpoint(random_checkpoint(), tmp_path / "snapshot")
     calls = []
 
     def fake(repo_id, **kw):
@@ -107,7 +107,7 @@ def hub(tmp_path, monkeypatch):
 
 
 def test_hub_downloads_only_the_id_given_and_no_code_or_pickles(hub):
-    m = load_model("some-user/some-model")
+    m = load_checkpoint("some-user/some-model")
     assert m.source == "some-user/some-model"
     cache, call = hub  # the hub cache is looked at first, then the one download
     assert cache["local_files_only"] and "local_files_only" not in call
@@ -147,7 +147,7 @@ def test_transcript_names_stay_in_the_sessions_folder(tmp_path, bad):
 
 
 def test_session_transcripts_are_named_by_a_safe_id(tmp_path):
-    s = Session(random_model(), config=SessionConfig(realtime=False, transcript_dir=tmp_path))
+    s = Session(random_checkpoint(), config=SessionConfig(realtime=False, transcript_dir=tmp_path))
     s.start(SyntheticSource(fps=1, realtime=False, num_frames=1))
     list(s.events(timeout=30))
     assert s.transcript_path == session_path(tmp_path, s.session_id)
