@@ -115,7 +115,9 @@ def private_reads(path: Path) -> list[str]:
 
 
 def test_no_module_reads_another_modules_private_fields():
-    found = [r for pkg in ("engine", "app") for p in sorted((ROOT / pkg).rglob("*.py")) for r in private_reads(p)]
+    found = [
+        r for pkg in ("engine", "app") for p in sorted((ROOT / pkg).rglob("*.py")) for r in private_reads(p)
+    ]
     assert not found, found
 
 
