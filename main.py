@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.files import printable
+from engine.options import CHOICES, LIMITS, is_whole
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,13 @@ def whole(lo: int, hi: int, what: str):
         return x
 
     return check
+
+
+def limit(name: str):
+    """The argparse type of session option `name`: its range from engine.options.LIMITS (the one
+    table the app's settings read too)."""
+    lo, hi, lo_open, what = LIMITS[name]
+    return whole(int(lo), int(hi), what) if is_whole(name) else number(lo, hi, what, lo_open)
 
 
 def device_name(v: str) -> str:
@@ -169,43 +177,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--temperature",
-        type=number(0, 100, "the temperature"),
+        type=limit("temperature"),
         default=None,
         help="sampling temperature (overrides the checkpoint's)",
     )
     p.add_argument(
         "--top-k",
-        type=whole(0, 10**7, "top-k"),
+        type=limit("top_k"),
         default=None,
         help="sample from the k most likely tokens (0 = all)",
     )
     p.add_argument(
         "--top-p",
-        type=number(0, 1, "top-p", True),
+        type=limit("top_p"),
         default=None,
         help="sample from the smallest set of this probability",
     )
     p.add_argument(
         "--repetition-penalty",
-        type=number(0, 100, "the repetition penalty", True),
+        type=limit("repetition_penalty"),
         default=None,
         help="penalty for tokens already said",
     )
-    p.add_argument("--seed", type=whole(0, 2**63 - 1, "the seed"), default=0, help="sampling seed")
+    p.add_argument("--seed", type=limit("seed"), default=0, help="sampling seed")
     p.add_argument(
         "--fps",
-        type=number(0.1, 30, "the frame rate"),
+        type=limit("fps"),
         default=1.0,
         help="frames per second that enter the model",
     )
     p.add_argument(
         "--memory-frames",
-        type=whole(1, 4096, "the visual memory in frames"),
+        type=limit("memory_frames"),
         default=64,
         help="visual memory capacity (frames)",
     )
     p.add_argument(
         "--fast", action="store_true", help="replay files as fast as possible (no real-time pacing)"
+    )
+    p.add_argument(
+        "--decode-step",
+        choices=CHOICES["decode_step"],
+        default="auto",
+        help="how a decode step runs: auto (CUDA graph on a GPU, the folded CPU step on a CPU), static, cpu, eager",
+    )
+    p.add_argument(
+        "--cpu-weights",
+        choices=CHOICES["cpu_weights"],
+        default="auto",
+        help="the CPU step's weight copies (auto: int8 where bfloat16 is native, else float16)",
+    )
+    p.add_argument(
+        "--compile-decode", action="store_true", help="torch.compile the GPU decode step (a minute per shape)"
     )
     p.add_argument("--local-only", action="store_true", help="never use the network")
     p.add_argument("--quiet-silence", action="store_true", help="do not print silence markers")
@@ -384,7 +407,8 @@ def run_headless(args) -> int:
 
     from engine import events as E
     from engine.loading import LoadError, load_checkpoint
-    from engine.session import Session, SessionConfig
+    from engine.options import SessionConfig
+    from engine.session import Session
 
     asks = args.ask or ([parse_ask(q) for q in DEMO_QUESTIONS] if args.source == "demo" else [])
     questions = []
@@ -431,6 +455,9 @@ def run_headless(args) -> int:
         top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
+        decode_step=args.decode_step,
+        cpu_weights=args.cpu_weights,
+        compile_decode=args.compile_decode,
     )
     try:
         session = Session(ckpt, config=cfg)

@@ -107,19 +107,28 @@ class EngineBackend:
         return LoadedModel(handle, name, device, handle.trained)
 
     def new_session(self, model: LoadedModel, settings: Settings, transcript_dir: Path | None) -> SessionLike:
-        from engine.session import Session, SessionConfig
+        from engine.session import Session
 
-        cfg = SessionConfig(
-            fps=settings.fps,
-            memory_frames=settings.memory_frames,
-            system_prompt=settings.system_prompt or None,  # None: the model's own prompt
-            max_context=settings.max_context,
-            realtime=True,
-            decoding=settings.decoding,
-            temperature=settings.temperature or None,  # 0: the checkpoint's own
-            transcript_dir=transcript_dir,
-        )
-        return Session(model.handle, config=cfg)
+        return Session(model.handle, config=session_config(settings, transcript_dir))
+
+
+def session_config(settings: Settings, transcript_dir: Path | None):
+    """The engine's SessionConfig of the window's settings (the one options type; engine.options)."""
+    from engine.options import SessionConfig
+
+    return SessionConfig(
+        fps=settings.fps,
+        memory_frames=settings.memory_frames,
+        system_prompt=settings.system_prompt or None,  # None: the model's own prompt
+        max_context=settings.max_context,
+        realtime=True,
+        decoding=settings.decoding,
+        temperature=settings.temperature or None,  # 0: the checkpoint's own
+        decode_step=settings.decode_step,
+        cpu_weights=settings.cpu_weights,
+        compile_decode=settings.compile_decode,
+        transcript_dir=transcript_dir,
+    )
 
 
 def download_progress_class(report: Report) -> type:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from engine.options import CHOICES, LIMITS, is_whole
+
 APP_NAME = "moss-live"
 SETTINGS_FILE = "settings.yaml"
 
@@ -38,6 +40,9 @@ class Settings:
     # "greedy" or "sample"
     decoding: str = "auto"
     temperature: float = 0.0  # sampling temperature; 0 = the checkpoint's own
+    decode_step: str = "auto"  # how a decode step runs (engine.options.CHOICES): auto, static, cpu, eager
+    cpu_weights: str = "auto"  # the CPU step's weight copies: auto, int8, float16
+    compile_decode: bool = False  # torch.compile the GPU decode step
     system_prompt: str = ""  # "" = the real-time system prompt the model was trained with
     local_only: bool = False  # True blocks every network use (no hub downloads)
     voice: bool = False  # listen to the microphone (push-to-talk, and barge-in when always listening)
@@ -109,6 +114,13 @@ def _choice(*options: str) -> Check:
     return check
 
 
+def _engine_range(name: str) -> Check:
+    """The range the engine accepts for session option `name` (engine.options.LIMITS: the table the
+    command line reads too)."""
+    lo, hi, _, _ = LIMITS[name]
+    return _integer(int(lo), int(hi)) if is_whole(name) else _number(lo, hi)
+
+
 def _device(v: Any) -> str:
     if isinstance(v, str):
         s = v.strip().lower()
@@ -135,12 +147,15 @@ CHECKS: dict[str, Check] = {
     "model": _text,
     "device": _device,
     "dtype": _choice("auto", "float32", "bfloat16", "float16", "int8"),
-    "fps": _number(0.1, 30.0),
-    "memory_frames": _integer(1, 4096),
-    "max_context": _integer(256, 131072),
+    "fps": _engine_range("fps"),
+    "memory_frames": _engine_range("memory_frames"),
+    "max_context": _engine_range("max_context"),
     "mode": _choice("auto", "moss", "stock"),
-    "decoding": _choice("auto", "greedy", "sample"),
-    "temperature": _number(0.0, 2.0),
+    "decoding": _choice(*CHOICES["decoding"]),
+    "temperature": _engine_range("temperature"),
+    "decode_step": _choice(*CHOICES["decode_step"]),
+    "cpu_weights": _choice(*CHOICES["cpu_weights"]),
+    "compile_decode": _bool,
     "system_prompt": _text,
     "local_only": _bool,
     "voice": _bool,

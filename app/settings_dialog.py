@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from app.qt import QtGui, QtWidgets
 from app.settings import Settings, to_dict, validate
+from engine.options import CHOICES
 
 
 def _combo(options: tuple[str, ...], name: str, editable: bool = False) -> QtWidgets.QComboBox:
@@ -58,6 +59,13 @@ class SettingsDialog(QtWidgets.QDialog):
         self.decoding.setToolTip(
             "auto: what the checkpoint's authors use (its generation_config.json; greedy without one)"
         )
+        self.decode_step = _combo(CHOICES["decode_step"], "Decode step")
+        self.decode_step.setToolTip(
+            "auto: a CUDA graph on a GPU, the folded CPU step for a float32 model on a CPU; "
+            "static, cpu or eager force one"
+        )
+        self.cpu_weights = _combo(CHOICES["cpu_weights"], "CPU step weights")
+        self.cpu_weights.setToolTip("auto: int8 where the CPU has bfloat16 instructions, else float16")
         self.temperature = QtWidgets.QDoubleSpinBox()
         self.temperature.setRange(0.0, 2.0)
         self.temperature.setSingleStep(0.1)
@@ -97,6 +105,8 @@ class SettingsDialog(QtWidgets.QDialog):
         form.addRow("Mode", self.mode)
         form.addRow("Decoding", self.decoding)
         form.addRow("Temperature", self.temperature)
+        form.addRow("Decode step", self.decode_step)
+        form.addRow("CPU step weights", self.cpu_weights)
         form.addRow("System prompt", self.prompt)
         form.addRow("", self.local_only)
         form.addRow("Voice", self.voice)
@@ -135,6 +145,8 @@ class SettingsDialog(QtWidgets.QDialog):
         self.mode.setCurrentText(s.mode)
         self.decoding.setCurrentText(s.decoding)
         self.temperature.setValue(s.temperature)
+        self.decode_step.setCurrentText(s.decode_step)
+        self.cpu_weights.setCurrentText(s.cpu_weights)
         self.prompt.setPlainText(s.system_prompt)
         self.local_only.setChecked(s.local_only)
         self.voice.setChecked(s.voice)
@@ -161,6 +173,8 @@ class SettingsDialog(QtWidgets.QDialog):
             mode=self.mode.currentText(),
             decoding=self.decoding.currentText(),
             temperature=round(self.temperature.value(), 3),
+            decode_step=self.decode_step.currentText(),
+            cpu_weights=self.cpu_weights.currentText(),
             system_prompt=self.prompt.toPlainText().strip(),
             local_only=self.local_only.isChecked(),
             voice=self.voice.isChecked(),

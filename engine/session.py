@@ -39,6 +39,7 @@ from engine.checkpoint import Checkpoint
 from engine.files import printable
 from engine.generation import StreamConfig, StreamDecoder
 from engine.memory import KVCache, VisualMemory
+from engine.options import SessionConfig
 from engine.perception import Perceiver
 from engine.queues import LatestMailbox, SPSCRing, Wakeup
 from engine.sources import FrameSource, SourceError, open_source
@@ -46,30 +47,21 @@ from engine.sources import FrameSource, SourceError, open_source
 STAGING = 8  # frames perceived but not yet committed (ring capacity = staging slots)
 
 
-@dataclass(frozen=True)
-class SessionConfig:
-    fps: float = 1.0  # frames per second that enter the model (1 fps as in the published data)
-    memory_frames: int = 64  # visual memory capacity in frames (sliding window beyond it)
-    keep_first: int = 0  # frames kept at the start of the memory when it slides
-    system_prompt: str | None = None  # None: the model's own (generation.json), else the reference one
-    max_context: int = 4096  # text tokens before the stream is compacted
-    max_segment_tokens: int = 96  # longest single answer segment
-    realtime: bool = True  # pace video files by wall clock; False = replay as fast as the model goes
-    # replay (realtime=False): like a live stream at this decode speed, the model may say up to this
-    # many tokens after a frame before the next frame enters (lossless: nothing is dropped)
-    replay_tokens_per_frame: int = 150
-    # decoding: "auto" = what the checkpoint's authors use (its generation_config.json; greedy without
-    # one), "greedy" or "sample"; the numbers below, when set, override the checkpoint's
-    decoding: str = "auto"
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    seed: int = 0  # sampling seed: the same stream and seed say the same words
-    transcript_dir: Path | None = None  # write <dir>/<session_id>.jsonl as events happen
-    transcript_path: Path | None = None  # or exactly this file (wins over transcript_dir)
-    stats_every_s: float = 1.0
-    torch_threads: int | None = None  # CPU: intra-op threads per channel (None: half the cores)
+def stream_config(cfg: SessionConfig, system_prompt: str, sampling: decoding.Sampling) -> StreamConfig:
+    """What the generation channel needs of a session's options."""
+    step = cfg.decode_step
+    return StreamConfig(
+        system_prompt=system_prompt,
+        memory_frames=cfg.memory_frames,
+        keep_first=cfg.keep_first,
+        max_context=cfg.max_context,
+        max_segment_tokens=cfg.max_segment_tokens,
+        sampling=sampling,
+        static_decode={"auto": None, "static": True}.get(step, False),
+        compile_decode=cfg.compile_decode,
+        cpu_step={"auto": None, "cpu": True}.get(step, False),
+        cpu_weights=None if cfg.cpu_weights == "auto" else cfg.cpu_weights,
+    )
 
 
 def session_sampling(ckpt: Checkpoint, cfg: SessionConfig) -> decoding.Sampling:
@@ -109,12 +101,7 @@ def free_bytes(device: torch.device) -> int | None:
 
 
 def check_memory_fits(model, cfg: SessionConfig) -> None:
-    if not 1 <= cfg.memory_frames <= 65536:
-        raise ValueError(f"the visual memory must hold 1 to 65536 frames, not {cfg.memory_frames}.")
-    if not 256 <= cfg.max_context <= 1 << 20:
-        raise ValueError(f"the text context must be 256 to 1048576 tokens, not {cfg.max_context}.")
-    if not (0.01 <= cfg.fps <= 120):
-        raise ValueError(f"the frame rate must be 0.01 to 120 frames per second, not {cfg.fps}.")
+    """ValueError (one sentence) when the session's memory would not fit on the model's device."""
     need = session_bytes(model, cfg)
     device = next(model.parameters()).device
     free = free_bytes(device)
@@ -137,7 +124,7 @@ class Session:
         self.ckpt, self.model, self.tok = ckpt, ckpt.model, ckpt.tokenizer
         if self.tok is None:
             raise ValueError("the model folder has no tokenizer.json; a tokenizer is required")
-        self.cfg = config
+        self.cfg = config.check()  # ValueError (one sentence) for an option out of range
         self.sampling = session_sampling(ckpt, config)  # raises DecodingError (a ValueError) on bad values
         check_memory_fits(self.model, config)  # ValueError (one sentence) before anything is allocated
         self.session_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -163,18 +150,9 @@ class Session:
         self._stop.clear()
         self._closed.clear()
         cfg = self.cfg
+        prompt = cfg.system_prompt or self.ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT
         self.decoder = StreamDecoder(
-            self.model,
-            self.tok,
-            StreamConfig(
-                system_prompt=cfg.system_prompt or self.ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT,
-                memory_frames=cfg.memory_frames,
-                keep_first=cfg.keep_first,
-                max_context=cfg.max_context,
-                max_segment_tokens=cfg.max_segment_tokens,
-                sampling=self.sampling,
-            ),
-            clock=self.clock,
+            self.model, self.tok, stream_config(cfg, prompt, self.sampling), clock=self.clock
         )
         self.frame_wake, self.gen_wake = Wakeup(), Wakeup()
         self.mailbox: LatestMailbox = LatestMailbox(self.frame_wake)
