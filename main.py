@@ -334,7 +334,7 @@ class Printer:
         elif k == "Silence" and self.show_silence and ev.t - self.last_silence_print >= 5.0:
             self._line(f"[{fmt(ev.t)}] (watching...)")
             self.last_silence_print = ev.t
-        elif k == "Compacted":
+        elif k in ("Compacted", "Unfamiliar"):
             self._line(f"[{fmt(ev.t)}] note: {ev.message}")
         elif k == "Error":
             self._line(f"[{fmt(ev.t)}] error: {ev.message}")

@@ -184,6 +184,10 @@ class ChatLog:
         self.entries.append(Note(ev.message, ev.t))
         return True
 
+    def _on_Unfamiliar(self, ev: E.Unfamiliar) -> bool:
+        self.entries.append(Note(ev.message, ev.t))
+        return True
+
     def _on_Error(self, ev: E.Error) -> bool:
         where = f" ({ev.where})" if ev.where else ""
         self.entries.append(Note(f"{ev.message}{where}", ev.t, "error"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.model import Model
+from engine.novelty import WorldCheck
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Checkpoint:
     quantized: str | None = None  # "int8", "fp8-vision", "int8+fp8-vision" or None
     ignored_keys: tuple[str, ...] = ()  # weights in the files that the network does not use
     trained: bool = True  # False only for the untrained stand-in when no model is bundled
+    # how far a frame may lie from the training world (engine.novelty), for models that know one world
+    world_check: WorldCheck | None = None
 
     @property
     def cfg(self):
@@ -66,6 +69,12 @@ class Checkpoint:
     @property
     def source(self) -> str:
         return self.origin.source
+
+    @property
+    def out_of_world_answer(self) -> str | None:
+        """What the checkpoint says when asked about video unlike its world (generation.json), used
+        only with a world check."""
+        return (self.generation.get("out_of_world_answer") or None) if self.world_check is not None else None
 
     @property
     def system_prompt(self) -> str | None:

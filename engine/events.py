@@ -114,6 +114,16 @@ class Compacted(Event):
 
 
 @dataclass(frozen=True)
+class Unfamiliar(Event):
+    """The video left (or came back to) the world the model knows (engine.novelty): outside it the
+    model stays quiet and answers a question with its checkpoint's plain sentence."""
+
+    frame: int  # the frame at which it changed
+    outside: bool  # True: the video is unlike the model's world from this frame on
+    message: str  # one sentence for the user
+
+
+@dataclass(frozen=True)
 class Error(Event):
     message: str  # one sentence a user can act on
     where: str = ""  # "source", "perception", "generation", "model", ...
@@ -139,6 +149,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Revision,
         Stats,
         Compacted,
+        Unfamiliar,
         Error,
         SessionEnd,
     )

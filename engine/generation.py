@@ -47,6 +47,10 @@ class StreamConfig:
     # the CPU step's weights, "int8" or "float16"; None = cpustep.default_weights() (int8 where
     # bfloat16 is native)
     cpu_weights: str | None = None
+    # what the model says when asked about video unlike its training world (engine.novelty), for
+    # checkpoints with a world check; None = no such guard (frames' familiarity is ignored)
+    out_of_world_answer: str | None = None
+    outside_after: int = 2  # consecutive frames that change the judgement (either way)
 
 
 class StreamDecoder:
@@ -109,6 +113,8 @@ class StreamDecoder:
         self._text = None  # incremental decoder of the segment in progress
         self.turn_segments: list[tuple[int, str]] = []  # (segment id, text) spoken under this turn
         self.frames_seen = 0
+        self.outside = False  # the recent frames are unlike the model's world (engine.novelty)
+        self._judged = (None, 0)  # (the latest familiarity, how many frames in a row)
         self.tokens_decoded = 0
         self.compactions = 0
         self.pending += self.prefix_ids
@@ -122,8 +128,11 @@ class StreamDecoder:
         return len(self.ids) + len(self.pending)
 
     # ---- inputs ----------------------------------------------------------------------------------
-    def add_frame(self, k: torch.Tensor, v: torch.Tensor, source_t: float = 0.0) -> list[E.Event]:
-        """A perceived frame (raw K/V (Lx, N, KV, D)) enters the stream as one <|image|> token."""
+    def add_frame(
+        self, k: torch.Tensor, v: torch.Tensor, source_t: float = 0.0, familiar: bool | None = None
+    ) -> list[E.Event]:
+        """A perceived frame (raw K/V (Lx, N, KV, D)) enters the stream as one <|image|> token.
+        familiar: whether it looks like the model's training world (engine.novelty; None = unknown)."""
         out: list[E.Event] = []
         if self.waiting:
             self.pending.append(self.tok.silence_id)  # the silence the model chose precedes the frame
@@ -133,7 +142,27 @@ class StreamDecoder:
         idx = self.frames_seen
         self.frames_seen += 1
         out.append(E.FrameSeen(self.clock(), idx, source_t, text_pos=self.length - 1))
+        if familiar is not None and self.cfg.out_of_world_answer:
+            out += self._judge(familiar, idx)
         return out
+
+    def _judge(self, familiar: bool, frame: int) -> list[E.Event]:
+        """`outside_after` frames in a row unlike (or like) the model's world change the judgement; the
+        first frame of a stream sets it."""
+        last, n = self._judged
+        self._judged = (familiar, n + 1 if familiar == last else 1)
+        first = last is None  # the stream's first frame: nothing to weigh it against
+        if self.outside != familiar or (self._judged[1] < self.cfg.outside_after and not first):
+            return []
+        self.outside = not familiar
+        if self.outside:
+            msg = (
+                "The video looks unlike anything this model was trained on; it stays quiet, and a question "
+                "gets a plain answer that it cannot tell."
+            )
+        else:
+            msg = "The video looks like the model's training world again; it comments as usual."
+        return [E.Unfamiliar(self.clock(), frame, self.outside, msg)]
 
     def ask(self, question: str) -> list[E.Event]:
         """Barge-in: close the assistant turn (even mid-word), add the user turn, open a new one."""
@@ -197,7 +226,12 @@ class StreamDecoder:
                 self._flush()
             return []
         self._flush()
-        tok = self._sample()
+        if self.outside and not self.speaking:
+            if self.turn > 0 and not self.turn_segments:  # asked about video unlike the model's world
+                return self._say(self.cfg.out_of_world_answer)
+            tok = self.tok.silence_id  # unasked: nothing the model says here would be true
+        else:
+            tok = self._sample()
         t = self.clock()
         out: list[E.Event] = []
         self.tokens_decoded += 1
@@ -228,6 +262,22 @@ class StreamDecoder:
         out.append(E.Token(t, self.turn, self.segment_id, piece))
         self.pending.append(tok)
         return out
+
+    def _say(self, text: str) -> list[E.Event]:
+        """A whole answer segment of fixed text (the checkpoint's own sentence), then silence; its
+        tokens enter the stream as if the model had said them."""
+        t = self.clock()
+        self.segment_id += 1
+        self.turn_segments.append((self.segment_id, text))
+        self.pending += self.tok.encode(text)
+        self.tokens_decoded += 1
+        self.waiting, self.logits = True, None
+        return [
+            E.SpeechStart(t, self.turn, self.segment_id),
+            E.Token(t, self.turn, self.segment_id, text),
+            E.SpeechEnd(t, self.turn, self.segment_id, text),
+            E.Silence(t, self.turn, self.frames_seen - 1),
+        ]
 
     def _end_segment(self, t: float, interrupted: bool) -> E.Event:
         text = self.tok.decode(self.seg_tokens)

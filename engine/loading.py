@@ -26,6 +26,8 @@ from engine.decoder import rope_inv_freq
 from engine.decoding import DecodingError, read_generation_config
 from engine.files import MB, FileProblem, check_bounded, read_bounded
 from engine.model import Model
+from engine.novelty import FILE as NOVELTY_FILE
+from engine.novelty import WorldCheck
 from engine.perception import forget_compiled_encoder
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -267,6 +269,10 @@ def load_checkpoint(
         generation_config = read_generation_config(folder)
     except DecodingError as e:
         raise LoadError(str(e)) from None
+    try:
+        world_check = WorldCheck.load(folder)
+    except Exception as e:  # a damaged file of ours: say which
+        raise LoadError(f"{folder / NOVELTY_FILE} is not a readable world check ({e}).") from None
     return Checkpoint(
         model,
         tokenizer,
@@ -275,6 +281,7 @@ def load_checkpoint(
         generation_config=generation_config,
         quantized="+".join(q for q in QUANTIZATIONS if q in quant) or None,
         ignored_keys=tuple(ignored),
+        world_check=world_check,
     )
 
 
@@ -407,9 +414,12 @@ def _load_tokenizer(folder: Path, cfg: ModelConfig):
 
 def save_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, max_shard_mb: float = 15.0) -> Path:
     """Write a Checkpoint as a folder that load_checkpoint reads back."""
-    return save_model(
+    out = save_model(
         ckpt.model, folder, ckpt.tokenizer, max_shard_mb, ckpt.generation, ckpt.generation_config
     )
+    if ckpt.world_check is not None:
+        ckpt.world_check.save(out)
+    return out
 
 
 def save_model(

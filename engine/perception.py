@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from engine.model import Model
+from engine.novelty import WorldCheck, frame_features
 from engine.preprocess import batch_pixels
 
 
@@ -40,15 +41,22 @@ def perceive(model: Model, pixels: torch.Tensor, batch: int | None = None, compi
         return torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
 
 
-def perceive_images(model: Model, images, chunk: int = 32):
+def perceive_images(model: Model, images, chunk: int = 32, features: bool = False):
     """Pictures (H, W, 3 uint8 RGB) -> raw memory K/V (F, Lx, N, KV, D) each: steps 1-3, `chunk`
-    pictures at a time (pixels of a long video at 560 px would not fit at once)."""
+    pictures at a time (pixels of a long video at 560 px would not fit at once). features: also each
+    frame's engine.novelty features (F, 2C), for a WorldCheck."""
     size, resize = model.cfg.vision.image_size, model.cfg.video.resize
-    ks, vs = [], []
-    for i in range(0, len(images), chunk):
-        k, v = perceive(model, batch_pixels(list(images[i : i + chunk]), size, resize))
-        ks.append(k)
-        vs.append(v)
+    ks, vs, fs = [], [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), chunk):
+            states = model.encode_frames(batch_pixels(list(images[i : i + chunk]), size, resize), fp8=True)
+            k, v = model.project_memory(states)
+            ks.append(k)
+            vs.append(v)
+            if features:
+                fs.append(frame_features(states))
+    if features:
+        return torch.cat(ks), torch.cat(vs), torch.cat(fs)
     return torch.cat(ks), torch.cat(vs)
 
 
@@ -97,7 +105,8 @@ class GraphPerception:
         self.out = None
 
     def _run(self, px):
-        return self.model.project_memory(self.model.encode_frames(px))
+        states = self.model.encode_frames(px)
+        return (*self.model.project_memory(states), frame_features(states))
 
     @torch.inference_mode()
     def capture(self):
@@ -113,9 +122,11 @@ class GraphPerception:
 
     @torch.inference_mode()
     def __call__(self, px: torch.Tensor):
-        """px (1, 3, S, S) normalised pixels (any device) -> k, v each (1, Lx, N, KV, D)."""
+        """px (1, 3, S, S) normalised pixels (any device) -> k, v each (1, Lx, N, KV, D); the frame's
+        engine.novelty features are left in `self.features` (1, 2C)."""
         if not self.use_graph:
-            return self._run(px.to(self.px.device, self.px.dtype))
+            k, v, self.features = self._run(px.to(self.px.device, self.px.dtype))
+            return k, v
         self.px.copy_(px, non_blocking=True)
         if self.graph is None:
             try:
@@ -123,9 +134,11 @@ class GraphPerception:
             except RuntimeError as e:  # e.g. an op that cannot be captured: perceive eagerly instead
                 print(f"CUDA graph capture of perception failed ({e}); perceiving eagerly")
                 self.graph, self.use_graph = None, False
-                return self._run(self.px)
+                k, v, self.features = self._run(self.px)
+                return k, v
         self.graph.replay()
-        return self.out
+        k, v, self.features = self.out
+        return k, v
 
 
 class Perceiver:
@@ -133,15 +146,17 @@ class Perceiver:
     Runs on the caller's thread (the session's perception thread) and, on a GPU, its own CUDA stream,
     so perception never waits for generation."""
 
-    def __init__(self, model: Model, memory):
-        self.model, self.memory = model, memory
+    def __init__(self, model: Model, memory, world_check: WorldCheck | None = None):
+        self.model, self.memory, self.world_check = model, memory, world_check
         self.size, self.resize = model.cfg.vision.image_size, model.cfg.video.resize
         self.stream = torch.cuda.Stream() if memory.k.is_cuda else None
         # a CUDA graph on GPU, eager on CPU
         self.encode = GraphPerception(model, memory.k.device, memory.stage_k.dtype)
 
-    def stage(self, slot: int, image: np.ndarray) -> None:
-        """Perceive `image` into staging slot `slot` of the memory (committed later by the decoder)."""
+    def stage(self, slot: int, image: np.ndarray) -> bool | None:
+        """Perceive `image` into staging slot `slot` of the memory (committed later by the decoder).
+        Returns whether the frame looks like the model's training world (None: the checkpoint has no
+        world check)."""
         with (
             torch.inference_mode(),
             torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext(),
@@ -149,3 +164,6 @@ class Perceiver:
             # the upload is enqueued on the perception stream too, so the encoder reads it in order
             k, v = self.encode(batch_pixels([image], self.size, self.resize))
             self.memory.stage(slot, k[0], v[0])
+            if self.world_check is None:
+                return None
+            return self.world_check.familiar(self.encode.features)[0]

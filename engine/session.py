@@ -47,7 +47,12 @@ from engine.sources import FrameSource, SourceError, open_source
 STAGING = 8  # frames perceived but not yet committed (ring capacity = staging slots)
 
 
-def stream_config(cfg: SessionConfig, system_prompt: str, sampling: decoding.Sampling) -> StreamConfig:
+def stream_config(
+    cfg: SessionConfig,
+    system_prompt: str,
+    sampling: decoding.Sampling,
+    out_of_world_answer: str | None = None,
+) -> StreamConfig:
     """What the generation channel needs of a session's options."""
     step = cfg.decode_step
     return StreamConfig(
@@ -61,6 +66,7 @@ def stream_config(cfg: SessionConfig, system_prompt: str, sampling: decoding.Sam
         compile_decode=cfg.compile_decode,
         cpu_step={"auto": None, "cpu": True}.get(step, False),
         cpu_weights=None if cfg.cpu_weights == "auto" else cfg.cpu_weights,
+        out_of_world_answer=out_of_world_answer,
     )
 
 
@@ -117,6 +123,7 @@ class _Ready:
     slot: int  # staging slot index in the visual memory
     source_t: float
     captured: float  # stream-clock time the frame was captured
+    familiar: bool | None = None  # like the model's training world (engine.novelty); None: no check
 
 
 class Session:
@@ -152,7 +159,10 @@ class Session:
         cfg = self.cfg
         prompt = cfg.system_prompt or self.ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT
         self.decoder = StreamDecoder(
-            self.model, self.tok, stream_config(cfg, prompt, self.sampling), clock=self.clock
+            self.model,
+            self.tok,
+            stream_config(cfg, prompt, self.sampling, self.ckpt.out_of_world_answer),
+            clock=self.clock,
         )
         self.frame_wake, self.gen_wake = Wakeup(), Wakeup()
         self.mailbox: LatestMailbox = LatestMailbox(self.frame_wake)
@@ -354,7 +364,7 @@ class Session:
                 pass
 
     def _perception_loop(self) -> None:
-        perceiver = Perceiver(self.model, self.decoder.memory)
+        perceiver = Perceiver(self.model, self.decoder.memory, self.ckpt.world_check)
         while not self._stop.is_set():
             item = self.mailbox.take()
             if item is None:
@@ -371,11 +381,11 @@ class Session:
                 self.ring.record_drop()
                 continue
             t0 = time.monotonic()
-            perceiver.stage(slot, frame.image)
+            familiar = perceiver.stage(slot, frame.image)
             self._perceive_times.append(time.monotonic() - t0)
             self.perception_log.append(self.clock())
             self._perceived += 1
-            self.ring.publish(_Ready(slot, frame.t, captured))
+            self.ring.publish(_Ready(slot, frame.t, captured, familiar))
         self._perception_done = True
         self.gen_wake.notify()
 
@@ -392,7 +402,7 @@ class Session:
             while (r := self.ring.peek()) is not None:
                 if replay and not dec.waiting and since_frame < self.cfg.replay_tokens_per_frame:
                     break  # replay: the model finishes its thought first, as it would live
-                self._emit_all(dec.add_frame(r.slot, None, r.source_t))
+                self._emit_all(dec.add_frame(r.slot, None, r.source_t, r.familiar))
                 dec.flush()  # commits the staged frame: its slot may be reused after this
                 self.ring.advance()
                 self.frame_wake.notify()

@@ -176,7 +176,7 @@ def run_long_or_ood(args) -> int:
         print("by minute (asked, right):", out["by_minute"])
         print("talk:", out["talk"])
     else:
-        res = evaluate_ood(ckpt, seeds, args.duration, sp)
+        res = evaluate_ood(ckpt, seeds, args.duration, sp, videos=args.videos)
         out = {"suite": "ood", "duration_s": args.duration, "seeds": seeds}
         out.update({k: v.to_dict() for k, v in res.items()})
         print(f"# {args.model}: unfamiliar video, {len(seeds)} x {args.duration} s per kind, nobody asking")
@@ -262,6 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="loop guard of the decoding (0 = off); default: what a session of this checkpoint uses",
     )
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument(
+        "--videos",
+        nargs="*",
+        default=[],
+        help="ood: video files played too (real camera or screen recordings)",
+    )
     ap.add_argument(
         "--annotations",
         default=os.environ.get("MOSS_EVAL_ANNOTATIONS"),

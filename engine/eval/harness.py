@@ -97,7 +97,9 @@ def replay(
     tpf = int(tokens_per_frame or round(float(meta.get("tokens_per_second") or 150.0) / fps))
     if frames is None:
         frames = frames_of(record, ckpt.cfg.vision.image_size)
-    k, v = perceive_images(ckpt.model, frames[:F])
+    check = ckpt.world_check
+    k, v, *feats = perceive_images(ckpt.model, frames[:F], features=check is not None)
+    familiar = check.familiar(feats[0]) if check is not None else [None] * F
     clock = _SimClock()
     if sampling is None:
         sampling = checkpoint_defaults(ckpt.generation_config, ckpt.mode)
@@ -107,6 +109,7 @@ def replay(
         max_context=max_context,
         max_segment_tokens=max_segment_tokens,
         sampling=sampling,
+        out_of_world_answer=ckpt.out_of_world_answer,
     )
     dec = StreamDecoder(ckpt.model, ckpt.tokenizer, cfg, clock=clock)
     if decoder_hook is not None:
@@ -141,7 +144,7 @@ def replay(
     for f in range(F):
         state["f"], state["used"] = f, 0
         clock.t = f / fps
-        handle(dec.add_frame(k[f], v[f], f / fps))
+        handle(dec.add_frame(k[f], v[f], f / fps, familiar[f]))
         q = asks.get(f)
         if q is not None:
             run(int(float(q.get("ask_frac", 0.5)) * tpf))

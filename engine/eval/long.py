@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -200,18 +201,26 @@ def ood_frames(kind: str, seed: int, n: int, size: int = 256) -> np.ndarray:
 
 
 def evaluate_ood(
-    ckpt, seeds, duration_s: int, system_prompt: str, tokens_per_frame=None
+    ckpt, seeds, duration_s: int, system_prompt: str, tokens_per_frame=None, videos=()
 ) -> dict[str, Repetition]:
-    """Nobody asks anything: what the model says, unasked, on each kind of unfamiliar video."""
+    """Nobody asks anything: what the model says, unasked, on each kind of unfamiliar video, and on
+    each of `videos` (files: real camera or screen recordings, up to duration_s at 1 fps)."""
+    from engine.eval.harness import read_video_frames
+
+    streams = {kind: [ood_frames(kind, seed, duration_s) for seed in seeds] for kind in OOD_KINDS}
+    for path in videos:
+        streams[Path(path).name] = [
+            np.stack(read_video_frames(Path(path), float(duration_s), 1.0, duration_s))
+        ]
     out = {}
-    for kind in OOD_KINDS:
+    for kind, videos_of_kind in streams.items():
         r = Repetition()
-        for seed in seeds:
-            frames = ood_frames(kind, seed, duration_s)
-            rec = {"meta": {"n_frames": duration_s, "fps": 1.0, "tokens_per_second": 150.0, "questions": []}}
+        for frames in videos_of_kind:
+            n = len(frames)
+            rec = {"meta": {"n_frames": n, "fps": 1.0, "tokens_per_second": 150.0, "questions": []}}
             tr = replay(
                 ckpt, rec, system_prompt, frames=frames, memory_frames=64, tokens_per_frame=tokens_per_frame
             )
-            r.add([s.text for s in tr.segments], duration_s / 60)
+            r.add([s.text for s in tr.segments], n / 60)
         out[kind] = r
     return out

@@ -70,9 +70,18 @@ def small_config(vocab_size: int, image_token_id: int) -> ModelConfig:
     return cfg
 
 
+# What a small model of the procedural world says when asked about video unlike that world (the
+# session uses it only once engine.novelty's check is fitted for the model: python -m engine.eval.novelty)
+OUT_OF_WORLD_ANSWER = (
+    "I only know the world I was trained on: coloured shapes moving over a textured background. "
+    "This video looks different, so I cannot tell you about it."
+)
+
+
 def write_generation_json(folder: str | Path, system_prompt: str) -> None:
     p = Path(folder) / "generation.json"
-    p.write_text(json.dumps({"system_prompt": system_prompt}, indent=2) + "\n", encoding="utf-8")
+    gen = {"system_prompt": system_prompt, "out_of_world_answer": OUT_OF_WORLD_ANSWER}
+    p.write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
 
 
 # ---- records ----------------------------------------------------------------------------------------
