@@ -110,9 +110,9 @@ def show_log(parent: QtWidgets.QWidget, log: MessageLog) -> QtWidgets.QDialog:
 
 BUNDLED_NOTICE = (
     "The bundled model is a small demo (6.3 M parameters) trained only on a made-up world of coloured "
-    "shapes on a plain background: it counts them, names their colours and positions, reads the digit "
-    "display and notices shapes that come and go. It cannot understand real camera or screen video, "
-    "and says so when asked. For real video, choose a MOSS-Video-Preview or Llama-3.2-Vision checkpoint "
+    "shapes on a textured background: it counts them, names their colours and positions, reads the digit "
+    "display and notices shapes that come and go. It cannot understand real camera or screen video: "
+    "there it stays quiet and says so when asked. For real video, choose a MOSS-Video-Preview or Llama-3.2-Vision checkpoint "
     "(a GPU is recommended)."
 )
 

@@ -272,7 +272,6 @@ class MainWindow(ModelControls, SessionHistory, VoiceControls, QtWidgets.QMainWi
 
     def show_messages(self) -> QtWidgets.QDialog:
         return show_log(self, self.messages)
-        self.chat.changed()
 
     def _update_controls(self) -> None:
         st = self.state

@@ -401,9 +401,3 @@ def to_markdown(events: Iterable[Event]) -> str:
         lines.append(f"*Session ended at {_clock(end.t)} ({end.reason}).*")
         lines.append("")
     return "\n".join(lines)
-
-
-def write_markdown(events: Iterable[Event], path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    write_text_atomic(p, to_markdown(events))
-    return p

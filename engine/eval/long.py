@@ -71,14 +71,6 @@ class Repetition:
         }
 
 
-def repetition(trace, minutes: float, turn: int | None = None) -> Repetition:
-    """The repetition metrics of one replay (speech under `turn` only, when given: 0 = unasked)."""
-    r = Repetition()
-    segs = [s.text for s in trace.segments if turn is None or s.turn == turn]
-    r.add(segs, minutes)
-    return r
-
-
 # ---- long streams -------------------------------------------------------------------------------------
 
 
