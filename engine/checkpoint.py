@@ -77,6 +77,14 @@ class Checkpoint:
         return (self.generation.get("out_of_world_answer") or None) if self.world_check is not None else None
 
     @property
+    def trained_context(self) -> int | None:
+        """The text positions the checkpoint was trained on (generation.json `trained_context`): a
+        stream is compacted to stay inside them, as positions beyond them were never learnt. None:
+        whatever the session's max_context allows."""
+        n = self.generation.get("trained_context")
+        return int(n) if isinstance(n, int) and not isinstance(n, bool) and n >= 256 else None
+
+    @property
     def system_prompt(self) -> str | None:
         """The system prompt the checkpoint was trained with (generation.json), or None."""
         return self.generation.get("system_prompt") or None

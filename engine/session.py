@@ -52,14 +52,16 @@ def stream_config(
     system_prompt: str,
     sampling: decoding.Sampling,
     out_of_world_answer: str | None = None,
+    trained_context: int | None = None,
 ) -> StreamConfig:
-    """What the generation channel needs of a session's options."""
+    """What the generation channel needs of a session's options. trained_context: the text positions the
+    checkpoint was trained on (Checkpoint.trained_context); the context is compacted to stay inside them."""
     step = cfg.decode_step
     return StreamConfig(
         system_prompt=system_prompt,
         memory_frames=cfg.memory_frames,
         keep_first=cfg.keep_first,
-        max_context=cfg.max_context,
+        max_context=cfg.max_context if trained_context is None else min(cfg.max_context, trained_context),
         max_segment_tokens=cfg.max_segment_tokens,
         sampling=sampling,
         static_decode={"auto": None, "static": True}.get(step, False),
@@ -161,7 +163,9 @@ class Session:
         self.decoder = StreamDecoder(
             self.model,
             self.tok,
-            stream_config(cfg, prompt, self.sampling, self.ckpt.out_of_world_answer),
+            stream_config(
+                cfg, prompt, self.sampling, self.ckpt.out_of_world_answer, self.ckpt.trained_context
+            ),
             clock=self.clock,
         )
         self.frame_wake, self.gen_wake = Wakeup(), Wakeup()
@@ -443,8 +447,8 @@ class Session:
             threading.Thread(target=self._finish, args=("source ended",)).start()
 
     def _note_compaction(self, dec: StreamDecoder) -> None:
-        """Say when old frames leave the model's memory: the first time the visual memory slides, and
-        each time the text context is compacted."""
+        """Say when old frames leave the model's memory: the first time the visual memory slides, and the
+        first time the text context is compacted."""
         mem = dec.memory
         if mem.evicted and not self._said_sliding:
             self._said_sliding = True
@@ -459,16 +463,19 @@ class Session:
                 )
             )
         if dec.compactions > self._said_compactions:
+            first = self._said_compactions == 0
             self._said_compactions = dec.compactions
-            self._emit(
-                E.Compacted(
-                    self.clock(),
-                    "context",
-                    mem.visible,
-                    f"The conversation grew past {self.cfg.max_context} tokens and was compacted: the model "
-                    f"keeps the current question and the last {mem.visible} frames, not what was said before.",
+            if first:  # said once: a long stream is compacted again and again (every ~20 s at 512 tokens)
+                self._emit(
+                    E.Compacted(
+                        self.clock(),
+                        "context",
+                        mem.visible,
+                        f"The conversation grew past {dec.cfg.max_context} tokens and was compacted, as it will "
+                        f"be whenever it grows past them again: the model keeps the current question and the "
+                        f"recent frames, not what was said before.",
+                    )
                 )
-            )
 
     # ---- events ----------------------------------------------------------------------------------
     def _emit(self, ev: E.Event) -> None:

@@ -75,3 +75,19 @@ def test_the_app_settings_reach_the_session_config(tmp_path):
     )
     assert (cfg.decode_step, cfg.cpu_weights, cfg.fps, cfg.temperature) == ("eager", "int8", 2.0, 0.7)
     assert cfg.transcript_dir == tmp_path and cfg.check() is cfg
+
+
+def test_a_checkpoint_s_trained_context_caps_the_session_s(ckpt):
+    """The bundled model learnt positions up to ~400 tokens: a live stream is compacted under its
+    generation.json `trained_context` whatever the session allows; other checkpoints keep the session's."""
+    from engine.bundled import load_default_checkpoint
+
+    bundled = load_default_checkpoint()
+    assert bundled.trained_context == 512 and ckpt.trained_context is None
+    for c, want in ((bundled, 512), (ckpt, 4096)):
+        s = Session(c, SessionConfig(max_context=4096, realtime=False))
+        s.start("synthetic:1")
+        try:
+            assert s.decoder.cfg.max_context == want
+        finally:
+            s.stop()

@@ -171,4 +171,5 @@ def test_the_user_is_told_when_old_frames_leave_the_memory(model):
     first_slide = next(i for i, e in enumerate(evs) if e.kind == "Compacted")
     assert 4 <= sum(e.kind == "FrameSeen" for e in evs[:first_slide]) <= 5  # when the 5th frame enters
     context = [e for e in notes if e.what == "context"]
-    assert context and all("compacted" in e.message for e in context)
+    assert len(context) == 1 and "compacted" in context[0].message  # said once, however often it happens
+    assert s.decoder.compactions > 1

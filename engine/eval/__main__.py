@@ -160,7 +160,8 @@ def run_long_or_ood(args) -> int:
             "suite": "long",
             "duration_s": args.duration,
             "memory_frames": mem,
-            "max_context": args.max_context,
+            # the context the streams ran with: the checkpoint's trained_context caps the option
+            "max_context": min(args.max_context, ckpt.trained_context or args.max_context),
             "seeds": seeds,
             "by_minute": {m: v for m, v in sorted(r.by_minute.items())},
             "accuracy": [ok, n],

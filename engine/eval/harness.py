@@ -106,7 +106,7 @@ def replay(
     cfg = StreamConfig(
         system_prompt=system_prompt,
         memory_frames=memory_frames or max(F, 1),  # None: every frame stays (short records)
-        max_context=max_context,
+        max_context=max_context if ckpt.trained_context is None else min(max_context, ckpt.trained_context),
         max_segment_tokens=max_segment_tokens,
         sampling=sampling,
         out_of_world_answer=ckpt.out_of_world_answer,
