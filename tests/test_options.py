@@ -83,8 +83,8 @@ def test_a_checkpoint_s_trained_context_caps_the_session_s(ckpt):
     from engine.bundled import load_default_checkpoint
 
     bundled = load_default_checkpoint()
-    assert bundled.trained_context == 512 and ckpt.trained_context is None
-    for c, want in ((bundled, 512), (ckpt, 4096)):
+    assert bundled.trained_context == 384 and ckpt.trained_context is None
+    for c, want in ((bundled, 384), (ckpt, 4096)):
         s = Session(c, SessionConfig(max_context=4096, realtime=False))
         s.start("synthetic:1")
         try:

@@ -79,9 +79,9 @@ OUT_OF_WORLD_ANSWER = (
 
 
 # The text positions a small model learns: its training streams are 96-387 tokens long (median 167,
-# held-out seeds 1000-1199), so a live stream is compacted to stay under 512 (the session caps its
+# held-out seeds 1000-1199), so a live stream is compacted to stay under 384 (the session caps its
 # context there): at 4096 the answers decay after three minutes (positions never seen in training).
-TRAINED_CONTEXT = 512
+TRAINED_CONTEXT = 384
 
 
 def write_generation_json(folder: str | Path, system_prompt: str) -> None:
