@@ -72,6 +72,17 @@ def stream_config(
     )
 
 
+def decoder_config(
+    ckpt: Checkpoint, cfg: SessionConfig, sampling: decoding.Sampling | None = None
+) -> StreamConfig:
+    """The decoder's options for a session of `ckpt` with `cfg` (what Session.start, the evaluation's
+    replay and the soak benchmark all use): the session's system prompt or the checkpoint's, its
+    decoding (`session_sampling` unless given), the checkpoint's out-of-world answer and trained context."""
+    prompt = cfg.system_prompt or ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT
+    sampling = sampling if sampling is not None else session_sampling(ckpt, cfg)
+    return stream_config(cfg, prompt, sampling, ckpt.out_of_world_answer, ckpt.trained_context)
+
+
 def session_sampling(ckpt: Checkpoint, cfg: SessionConfig) -> decoding.Sampling:
     """The session's decoding: the user's choice over what the checkpoint's authors use."""
     defaults = decoding.checkpoint_defaults(ckpt.generation_config, ckpt.mode)
@@ -159,14 +170,8 @@ class Session:
         self._stop.clear()
         self._closed.clear()
         cfg = self.cfg
-        prompt = cfg.system_prompt or self.ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT
         self.decoder = StreamDecoder(
-            self.model,
-            self.tok,
-            stream_config(
-                cfg, prompt, self.sampling, self.ckpt.out_of_world_answer, self.ckpt.trained_context
-            ),
-            clock=self.clock,
+            self.model, self.tok, decoder_config(self.ckpt, cfg, self.sampling), clock=self.clock
         )
         self.frame_wake, self.gen_wake = Wakeup(), Wakeup()
         self.mailbox: LatestMailbox = LatestMailbox(self.frame_wake)

@@ -252,7 +252,8 @@ def runtime_run(ckpt, prompt, *, mode: str, seconds: float, threads: int, fps: f
     """One Session run. mode: "both" (frames + a question, speech forced), "perception" (frames, the
     model forced silent: generation only commits frames), "decode" (a question, frames paused after the
     memory filled)."""
-    from engine.session import Session, SessionConfig
+    from engine.options import SessionConfig
+    from engine.session import Session
     from engine.sources import SyntheticSource
 
     cfg = SessionConfig(

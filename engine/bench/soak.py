@@ -77,15 +77,16 @@ def soak_simulated(ckpt, minutes: float, fps: float, memory_frames: int, token_b
     import torch
 
     from engine import events as E
-    from engine.generation import StreamConfig, StreamDecoder
+    from engine.generation import StreamDecoder
+    from engine.options import SessionConfig
     from engine.perception import perceive
     from engine.preprocess import batch_pixels
+    from engine.session import decoder_config
 
     model = ckpt.model
     now = [0.0]
-    dec = StreamDecoder(
-        model, ckpt.tokenizer, StreamConfig(memory_frames=memory_frames), clock=lambda: now[0]
-    )
+    options = SessionConfig(memory_frames=memory_frames)
+    dec = StreamDecoder(model, ckpt.tokenizer, decoder_config(ckpt, options), clock=lambda: now[0])
     size = model.cfg.vision.image_size
     frames = _frames(size)
     rows: list[Minute] = []
@@ -136,7 +137,8 @@ def soak_simulated(ckpt, minutes: float, fps: float, memory_frames: int, token_b
 
 def soak_wall(ckpt, minutes: float, fps: float, memory_frames: int, log=print):
     from engine import events as E
-    from engine.session import Session, SessionConfig
+    from engine.options import SessionConfig
+    from engine.session import Session
     from engine.sources import SyntheticSource
 
     size = ckpt.cfg.vision.image_size

@@ -50,7 +50,9 @@ from engine.decoding import Sampling, checkpoint_defaults
 from engine.eval.scoring import Results, Segment, Tally, Trace, score_record
 from engine.eval.text import first_sentence, matches, normalise
 from engine.generation import StreamConfig, StreamDecoder
+from engine.options import SessionConfig
 from engine.perception import perceive_images
+from engine.session import decoder_config
 
 # Traces
 
@@ -103,15 +105,13 @@ def replay(
     clock = _SimClock()
     if sampling is None:
         sampling = checkpoint_defaults(ckpt.generation_config, ckpt.mode)
-    cfg = StreamConfig(
+    options = SessionConfig(
         system_prompt=system_prompt,
         memory_frames=memory_frames or max(F, 1),  # None: every frame stays (short records)
-        max_context=max_context if ckpt.trained_context is None else min(max_context, ckpt.trained_context),
+        max_context=max_context,
         max_segment_tokens=max_segment_tokens,
-        sampling=sampling,
-        out_of_world_answer=ckpt.out_of_world_answer,
     )
-    dec = StreamDecoder(ckpt.model, ckpt.tokenizer, cfg, clock=clock)
+    dec = StreamDecoder(ckpt.model, ckpt.tokenizer, decoder_config(ckpt, options, sampling), clock=clock)
     if decoder_hook is not None:
         decoder_hook(dec, meta)
     tr = Trace(F, [""] * F, [False] * F)
@@ -180,7 +180,7 @@ def replay_wall(
     -> Trace. Frames arrive on time at `speed` x the record's rate, whether or not the model is still
     speaking (as live); each question enters right after its frame. Slower than `replay` and not
     deterministic: it measures the product as users run it."""
-    from engine.session import Session, SessionConfig
+    from engine.session import Session
     from engine.sources import SyntheticSource
 
     meta = record["meta"]
@@ -517,8 +517,8 @@ def stream_answer(
     if not frames:
         return ""
     k, v = perceive_images(ckpt.model, np.stack(frames))
-    cfg = StreamConfig(system_prompt=system_prompt, memory_frames=memory_frames)
-    dec = StreamDecoder(ckpt.model, ckpt.tokenizer, cfg, clock=_SimClock())
+    options = SessionConfig(system_prompt=system_prompt, memory_frames=memory_frames)
+    dec = StreamDecoder(ckpt.model, ckpt.tokenizer, decoder_config(ckpt, options), clock=_SimClock())
     for i in range(len(frames)):
         dec.add_frame(k[i], v[i])
         n = 0
