@@ -96,8 +96,10 @@ class GraphPerception:
     launch. Call it from the thread and stream that perceive; the returned K/V are static buffers,
     overwritten by the next call: copy them out (VisualMemory.stage) before perceiving again."""
 
-    def __init__(self, model: Model, device, dtype, use_graph: bool | None = None):
-        self.model = model
+    def __init__(self, model: Model, device, dtype, use_graph: bool | None = None, features: bool = False):
+        """features: also compute each frame's engine.novelty features (for a WorldCheck)."""
+        self.model, self.with_features = model, features
+        self.features = None
         S = model.cfg.vision.image_size
         self.px = torch.zeros(1, 3, S, S, device=device, dtype=dtype)
         self.use_graph = torch.device(device).type == "cuda" if use_graph is None else use_graph
@@ -106,7 +108,7 @@ class GraphPerception:
 
     def _run(self, px):
         states = self.model.encode_frames(px)
-        return (*self.model.project_memory(states), frame_features(states))
+        return (*self.model.project_memory(states), frame_features(states) if self.with_features else None)
 
     @torch.inference_mode()
     def capture(self):
@@ -151,7 +153,9 @@ class Perceiver:
         self.size, self.resize = model.cfg.vision.image_size, model.cfg.video.resize
         self.stream = torch.cuda.Stream() if memory.k.is_cuda else None
         # a CUDA graph on GPU, eager on CPU
-        self.encode = GraphPerception(model, memory.k.device, memory.stage_k.dtype)
+        self.encode = GraphPerception(
+            model, memory.k.device, memory.stage_k.dtype, features=world_check is not None
+        )
 
     def stage(self, slot: int, image: np.ndarray) -> bool | None:
         """Perceive `image` into staging slot `slot` of the memory (committed later by the decoder).
