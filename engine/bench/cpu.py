@@ -28,11 +28,15 @@ import torch
 from engine import cpustep
 from engine import events as E
 from engine import protocol as P
+from engine.checkpoint import in_memory
 from engine.decoder import Eager, rope_cos_sin, run_layers
-from engine.generation import StreamConfig, StreamDecoder
+from engine.decoding import Sampling
+from engine.generation import StreamDecoder
 from engine.memory import KVCache
 from engine.model import Model
+from engine.options import SessionConfig
 from engine.perception import perceive
+from engine.session import decoder_config
 
 N_NEW = 64
 ENCODE_BATCH = 32
@@ -103,13 +107,13 @@ def _encode(m: Model, px: torch.Tensor) -> torch.Tensor:
 def bench_ours(m: Model, tok, prompt: str, px: torch.Tensor, n_new: int = N_NEW) -> dict:
     F = len(px)
     n_prefix = len(tok.encode_parts(P.stream_prefix_parts(prompt)))
-    sc = StreamConfig(
+    options = SessionConfig(
         system_prompt=prompt,
         memory_frames=max(F, 1),
         max_context=max(1024, 2 * n_prefix + 64, 4 * F + 256),
         max_segment_tokens=10**6,
     )
-    dec = StreamDecoder(m, tok, sc)
+    dec = StreamDecoder(m, tok, decoder_config(in_memory(m, tok), options, Sampling()))
 
     def ttft():
         dec.reset()
@@ -252,7 +256,6 @@ def runtime_run(ckpt, prompt, *, mode: str, seconds: float, threads: int, fps: f
     """One Session run. mode: "both" (frames + a question, speech forced), "perception" (frames, the
     model forced silent: generation only commits frames), "decode" (a question, frames paused after the
     memory filled)."""
-    from engine.options import SessionConfig
     from engine.session import Session
     from engine.sources import SyntheticSource
 

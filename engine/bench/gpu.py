@@ -26,10 +26,14 @@ import torch
 from engine import attention
 from engine import config as C
 from engine.bench.baselines import N_NEW, bench_mllama, bench_qwen, timed
+from engine.checkpoint import in_memory
+from engine.decoding import Sampling
 from engine.fast import GraphDecoder
-from engine.generation import StreamConfig, StreamDecoder
+from engine.generation import StreamDecoder
 from engine.model import Model
+from engine.options import SessionConfig
 from engine.perception import GraphPerception, perceive
+from engine.session import decoder_config
 
 HBM_PEAK = {"H100": 3.35e12, "H200": 4.8e12}
 
@@ -233,15 +237,16 @@ def _ours_frames(m, tok, F, px1, dev, dtype, peak_bw, weights, question):
     S = m.cfg.vision.image_size
     r = {}
     px = torch.randn(F, 3, S, S, device=dev, dtype=dtype)
-    sc = StreamConfig(
+    options = SessionConfig(
         system_prompt="You are a helpful assistant that watches the video.",
         memory_frames=F,
         max_context=max(1024, 4 * F + 256),
         max_segment_tokens=10**6,
         compile_decode=_COMPILE,
-        cpu_step=False,  # the fixed-shape step is timed, also in the tiny run on a CPU
+        # the fixed-shape step (a CUDA graph) on a GPU; the tiny run on a CPU times the eager modules
+        decode_step="static" if dev.type == "cuda" else "eager",
     )
-    dec = StreamDecoder(m, tok, sc)
+    dec = StreamDecoder(m, tok, decoder_config(in_memory(m, tok), options, Sampling()))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
