@@ -7,7 +7,7 @@ It knows nothing of the engine.
 
 from __future__ import annotations
 
-from app.qt import QtGui, QtWidgets
+from app.qt import QtCore, QtGui, QtWidgets
 from app.settings import Settings, to_dict, validate
 from engine.options import CHOICES
 
@@ -129,8 +129,21 @@ class SettingsDialog(QtWidgets.QDialog):
         buttons.button(QtWidgets.QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(
             lambda: self.load(Settings())
         )
+        # the form scrolls when the screen is shorter than it (a 768-pixel laptop with a taskbar)
+        inner = QtWidgets.QWidget()
+        inner.setLayout(form)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        want = inner.sizeHint()
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        room = screen.height() - 140 if screen is not None else want.height()
+        scroll.setMinimumWidth(want.width() + scroll.verticalScrollBar().sizeHint().width())
+        scroll.setMinimumHeight(max(200, min(want.height(), room)))
         lay = QtWidgets.QVBoxLayout(self)
-        lay.addLayout(form)
+        lay.addWidget(scroll)
         lay.addWidget(self.message)
         lay.addWidget(buttons)
         self.load(settings)
