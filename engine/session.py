@@ -210,7 +210,7 @@ class Session:
                 0.0,
                 self.session_id,
                 str(spec),
-                self.ckpt.source,
+                self.ckpt.origin.describe(),  # a hub id with the revision it was read at
                 trained,
                 mode=self.model.cfg.video.mode,
                 decoding=self.sampling.describe(),

@@ -442,3 +442,18 @@ def test_the_bundled_model_decodes_greedily_with_the_loop_guard():
     gen = torch.Generator()
     assert decoding.next_token(logits, s, [7, 7, 7], gen) == 7  # 4-gram (7,7,7,7) not seen yet
     assert decoding.next_token(logits, s, [7, 7, 7, 7], gen) != 7  # now it would repeat it
+
+
+def test_a_hub_snapshot_says_which_revision_was_loaded(tmp_path):
+    """A checkpoint read from the hub cache records its repository and revision, and the session's
+    start (transcript, chat, headless line) names them."""
+    from engine.bundled import random_checkpoint
+    from engine.checkpoint import Origin
+    from engine.loading import save_checkpoint
+
+    snap = tmp_path / "hub" / "models--some-org--some-model" / "snapshots" / "0123456789abcdef0123"
+    save_checkpoint(random_checkpoint(), snap)
+    ckpt = load_checkpoint(snap)
+    assert ckpt.origin == Origin(str(snap), snap, "some-org/some-model", "0123456789abcdef0123")
+    assert ckpt.origin.describe() == "some-org/some-model@0123456789ab"
+    assert Origin.of("DIR", tmp_path).describe() == "DIR"
