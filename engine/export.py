@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.events import (
+    Compacted,
     Error,
     Event,
     Revision,
@@ -25,6 +26,7 @@ from engine.events import (
     Token,
     TurnEnd,
     TurnStart,
+    Unfamiliar,
 )
 from engine.files import write_text_atomic
 
@@ -64,7 +66,15 @@ class ErrorNote:
     fatal: bool
 
 
-Entry = Question | AnswerSegment | SilentStretch | ErrorNote
+@dataclass(frozen=True)
+class Notice:
+    """What the session told the user: memory compacted, video unlike the model's world."""
+
+    t: float
+    message: str
+
+
+Entry = Question | AnswerSegment | SilentStretch | ErrorNote | Notice
 
 
 @dataclass
@@ -142,7 +152,9 @@ def build_conversation(events: Iterable[Event]) -> list[Entry]:
             quiet.end = ev.t
             quiet.frames += 1
             continue
-        if isinstance(ev, TurnStart | SpeechStart | Token | Revision | Error | SessionStart):
+        if isinstance(
+            ev, TurnStart | SpeechStart | Token | Revision | Error | SessionStart | Compacted | Unfamiliar
+        ):
             quiet = None  # something happened: the silent run is over
         if isinstance(ev, SessionStart):
             if started:  # an appended run: its segment ids start over (open ones stay end=None: cut off)
@@ -168,6 +180,8 @@ def build_conversation(events: Iterable[Event]) -> list[Entry]:
             close_open(ev.t, ev.turn, ev.interrupted)
         elif isinstance(ev, Error):
             out.append(ErrorNote(ev.t, ev.message, ev.fatal))
+        elif isinstance(ev, Compacted | Unfamiliar):
+            out.append(Notice(ev.t, ev.message))
         elif isinstance(ev, SessionEnd):
             close_open(ev.t, None, True)
     entries: list[Entry] = []
@@ -396,6 +410,8 @@ def to_markdown(events: Iterable[Event]) -> str:
             lines.append(f"*[{span}] silent ({frames})*")
         elif isinstance(e, ErrorNote):
             lines.append(f"> **[{_clock(e.t)}] {'Fatal error' if e.fatal else 'Error'}:** {e.message}")
+        elif isinstance(e, Notice):
+            lines.append(f"> *[{_clock(e.t)}] {_md_text(e.message)}*")
         lines.append("")
     if end is not None:
         lines.append(f"*Session ended at {_clock(end.t)} ({end.reason}).*")

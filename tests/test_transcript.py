@@ -395,3 +395,22 @@ def test_cues_never_overlap_are_readable_and_end_with_the_stream():
         if sum(reading_time(c.text) for c in cues) < end - (cues[0].start if cues else 0) - 1:
             short = [c for c in cues if c.end - c.start < reading_time(c.text) - 1e-9]
             assert len(short) <= 1, (case, short)  # with room, at most the one squeezed at the end
+
+
+def test_the_export_keeps_what_the_session_told_the_user():
+    """A Markdown export of a session on unfamiliar video says why the answer is what it is."""
+    from engine.events import Unfamiliar
+    from engine.export import Notice, to_markdown
+
+    msg = "The video looks unlike anything this model was trained on; it stays quiet."
+    events = [
+        SessionStart(0.0, "u", "cam.mp4", "m"),
+        Silence(0.0, 0, 0),
+        Unfamiliar(0.0, 0, True, msg),
+        Silence(1.0, 0, 1),
+        SessionEnd(2.0, "source ended"),
+    ]
+    entries = build_conversation(events)
+    assert [type(e).__name__ for e in entries] == ["SilentStretch", "Notice", "SilentStretch"]
+    assert entries[1] == Notice(0.0, msg)
+    assert msg in to_markdown(events)
