@@ -270,7 +270,11 @@ def load_checkpoint(
     except DecodingError as e:
         raise LoadError(str(e)) from None
     try:
+        if (folder / NOVELTY_FILE).exists():  # a folder or device of that name is refused, not skipped
+            check_bounded(folder / NOVELTY_FILE, 64 * MB, NOVELTY_FILE)  # ours is 2 MB
         world_check = WorldCheck.load(folder)
+    except FileProblem as e:
+        raise LoadError(str(e)) from None
     except Exception as e:  # a damaged file of ours: say which
         raise LoadError(f"{folder / NOVELTY_FILE} is not a readable world check ({e}).") from None
     return Checkpoint(

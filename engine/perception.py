@@ -27,37 +27,36 @@ from engine.novelty import WorldCheck, frame_features
 from engine.preprocess import batch_pixels
 
 
-def perceive(model: Model, pixels: torch.Tensor, batch: int | None = None, compile: bool = False):
+def perceive(
+    model: Model, pixels: torch.Tensor, batch: int | None = None, compile: bool = False, features=False
+):
     """pixels (F, 3, S, S) -> raw memory K/V (F, Lx, N, KV, D): the perception channel's work.
     `batch`: encode in chunks of this many frames (offline hand-over of many frames at once).
     `compile`: through torch.compile (inductor fuses the tower's norms, GELU and residuals; the first
     call of each batch shape compiles for a minute or so; falls back to eager if compilation fails).
-    Goes through the model's FP8 tower when it has one (`quantize_fp8_vision`)."""
+    Goes through the model's FP8 tower when it has one (`quantize_fp8_vision`). features: also each
+    frame's engine.novelty features (F, 2C), for a WorldCheck, as a third result."""
     encode = _compiled_encoder(model) if compile else functools.partial(model.encode_frames, fp8=True)
+    step = batch if batch is not None else max(1, len(pixels))
+    parts = []
     with torch.inference_mode():
-        if batch is None or len(pixels) <= batch:
-            return model.project_memory(encode(pixels))
-        parts = [model.project_memory(encode(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
-        return torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
+        for i in range(0, max(len(pixels), 1), step):  # an empty batch gives empty K/V, as the tower does
+            states = encode(pixels[i : i + step])
+            parts.append((*model.project_memory(states), *([frame_features(states)] if features else [])))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
 def perceive_images(model: Model, images, chunk: int = 32, features: bool = False):
-    """Pictures (H, W, 3 uint8 RGB) -> raw memory K/V (F, Lx, N, KV, D) each: steps 1-3, `chunk`
-    pictures at a time (pixels of a long video at 560 px would not fit at once). features: also each
-    frame's engine.novelty features (F, 2C), for a WorldCheck."""
+    """Pictures (H, W, 3 uint8 RGB) -> `perceive`'s results, `chunk` pictures at a time (pixels of a
+    long video at 560 px would not fit at once)."""
     size, resize = model.cfg.vision.image_size, model.cfg.video.resize
-    ks, vs, fs = [], [], []
-    with torch.inference_mode():
-        for i in range(0, len(images), chunk):
-            states = model.encode_frames(batch_pixels(list(images[i : i + chunk]), size, resize), fp8=True)
-            k, v = model.project_memory(states)
-            ks.append(k)
-            vs.append(v)
-            if features:
-                fs.append(frame_features(states))
-    if features:
-        return torch.cat(ks), torch.cat(vs), torch.cat(fs)
-    return torch.cat(ks), torch.cat(vs)
+    parts = [
+        perceive(model, batch_pixels(list(images[i : i + chunk]), size, resize), features=features)
+        for i in range(0, len(images), chunk)
+    ]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled encoder

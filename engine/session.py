@@ -47,40 +47,27 @@ from engine.sources import FrameSource, SourceError, open_source
 STAGING = 8  # frames perceived but not yet committed (ring capacity = staging slots)
 
 
-def stream_config(
-    cfg: SessionConfig,
-    system_prompt: str,
-    sampling: decoding.Sampling,
-    out_of_world_answer: str | None = None,
-    trained_context: int | None = None,
-) -> StreamConfig:
-    """What the generation channel needs of a session's options. trained_context: the text positions the
-    checkpoint was trained on (Checkpoint.trained_context); the context is compacted to stay inside them."""
-    step = cfg.decode_step
-    return StreamConfig(
-        system_prompt=system_prompt,
-        memory_frames=cfg.memory_frames,
-        keep_first=cfg.keep_first,
-        max_context=cfg.max_context if trained_context is None else min(cfg.max_context, trained_context),
-        max_segment_tokens=cfg.max_segment_tokens,
-        sampling=sampling,
-        static_decode={"auto": None, "static": True}.get(step, False),
-        compile_decode=cfg.compile_decode,
-        cpu_step={"auto": None, "cpu": True}.get(step, False),
-        cpu_weights=None if cfg.cpu_weights == "auto" else cfg.cpu_weights,
-        out_of_world_answer=out_of_world_answer,
-    )
-
-
 def decoder_config(
     ckpt: Checkpoint, cfg: SessionConfig, sampling: decoding.Sampling | None = None
 ) -> StreamConfig:
     """The decoder's options for a session of `ckpt` with `cfg` (what Session.start, the evaluation's
-    replay and the soak benchmark all use): the session's system prompt or the checkpoint's, its
-    decoding (`session_sampling` unless given), the checkpoint's out-of-world answer and trained context."""
-    prompt = cfg.system_prompt or ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT
-    sampling = sampling if sampling is not None else session_sampling(ckpt, cfg)
-    return stream_config(cfg, prompt, sampling, ckpt.out_of_world_answer, ckpt.trained_context)
+    replay and the benchmarks all use): the session's system prompt or the checkpoint's, its decoding
+    (`session_sampling` unless given), the checkpoint's out-of-world answer, and a context kept inside
+    the text positions the checkpoint was trained on (`Checkpoint.trained_context`)."""
+    step, trained = cfg.decode_step, ckpt.trained_context
+    return StreamConfig(
+        system_prompt=cfg.system_prompt or ckpt.system_prompt or P.REALTIME_SYSTEM_PROMPT,
+        memory_frames=cfg.memory_frames,
+        keep_first=cfg.keep_first,
+        max_context=cfg.max_context if trained is None else min(cfg.max_context, trained),
+        max_segment_tokens=cfg.max_segment_tokens,
+        sampling=sampling if sampling is not None else session_sampling(ckpt, cfg),
+        static_decode={"auto": None, "static": True}.get(step, False),
+        compile_decode=cfg.compile_decode,
+        cpu_step={"auto": None, "cpu": True}.get(step, False),
+        cpu_weights=None if cfg.cpu_weights == "auto" else cfg.cpu_weights,
+        out_of_world_answer=ckpt.out_of_world_answer,
+    )
 
 
 def session_sampling(ckpt: Checkpoint, cfg: SessionConfig) -> decoding.Sampling:
@@ -186,7 +173,7 @@ class Session:
         self._last_frame_captured = 0.0
         self._last_source_t = 0.0
         self._said_sliding = False
-        self._said_compactions = 0
+        self._said_context = False
         transcript_problem = None
         if cfg.transcript_path is not None or cfg.transcript_dir is not None:
             from engine.transcript import TranscriptWriter
@@ -467,22 +454,19 @@ class Session:
                     f"(about {secs / 60:.1f} minutes); older frames are forgotten.",
                 )
             )
-        if dec.compactions > self._said_compactions:
-            first = self._said_compactions == 0
-            self._said_compactions = dec.compactions
-            if (
-                first
-            ):  # said once: a long stream is compacted again and again (every ~12 s for the bundled model)
-                self._emit(
-                    E.Compacted(
-                        self.clock(),
-                        "context",
-                        mem.visible,
-                        f"The conversation grew past {dec.cfg.max_context} tokens and was compacted, as it will "
-                        f"be whenever it grows past them again: the model keeps the current question and the "
-                        f"recent frames, not what was said before.",
-                    )
+        # said once: a long stream is compacted again and again (every ~12 s for the bundled model)
+        if dec.compactions and not self._said_context:
+            self._said_context = True
+            self._emit(
+                E.Compacted(
+                    self.clock(),
+                    "context",
+                    mem.visible,
+                    f"The conversation grew past {dec.cfg.max_context} tokens and was compacted, as it will "
+                    f"be whenever it grows past them again: the model keeps the current question and the "
+                    f"recent frames, not what was said before.",
                 )
+            )
 
     # ---- events ----------------------------------------------------------------------------------
     def _emit(self, ev: E.Event) -> None:

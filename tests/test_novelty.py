@@ -135,6 +135,10 @@ def test_the_check_travels_with_the_checkpoint_and_a_damaged_one_is_named(tmp_pa
     (folder / FILE).write_bytes(b"not safetensors")
     with pytest.raises(LoadError, match=FILE):
         load_checkpoint(folder)
+    (folder / FILE).unlink()
+    (folder / FILE).mkdir()  # not a file: refused in one sentence, never read
+    with pytest.raises(LoadError, match=FILE):
+        load_checkpoint(folder)
 
 
 def test_a_checkpoint_without_a_check_runs_as_before(bundled):

@@ -103,8 +103,6 @@ def replay(
     k, v, *feats = perceive_images(ckpt.model, frames[:F], features=check is not None)
     familiar = check.familiar(feats[0]) if check is not None else [None] * F
     clock = _SimClock()
-    if sampling is None:
-        sampling = checkpoint_defaults(ckpt.generation_config, ckpt.mode)
     options = SessionConfig(
         system_prompt=system_prompt,
         memory_frames=memory_frames or max(F, 1),  # None: every frame stays (short records)
